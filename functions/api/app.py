@@ -1,0 +1,44 @@
+"""The API's route table and the application that serves it."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from functions.api import assets, manifests
+from functions.api.openapi import build_openapi
+from functions.http import Call, JsonApi, Reply, Route
+from functions.services import services
+from shared.models.views import Health
+from shared.settings import get_settings
+
+API_TITLE = "Framefork API"
+API_VERSION = "0.1.0"
+
+
+def health(call: Call) -> Health:
+    return Health(status="ok")
+
+
+def openapi(call: Call) -> Reply:
+    return Reply(200, openapi_document())
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/healthz", health, "Liveness", response=Health, tag="meta",
+          authenticated=False),
+    Route("GET", "/openapi.json", openapi, "This API's OpenAPI document", tag="meta",
+          authenticated=False),
+    *manifests.ROUTES,
+    *assets.ROUTES,
+]  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    return build_openapi(ROUTES, API_TITLE, API_VERSION)
+
+
+@lru_cache(maxsize=1)
+def api_app() -> JsonApi:
+    return JsonApi(ROUTES, get_settings().api, lambda: services().verifier)

@@ -1,0 +1,231 @@
+"""A small, typed HTTP layer over the Flask request that functions-framework hands us.
+
+Each route declares its path, its pydantic body, query and response models; the same table
+drives dispatch and the OpenAPI document, so the two cannot drift apart. This is the edge:
+the only place where the exception tree becomes status codes, always in one JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import Map, Rule
+
+from shared.auth import Identity, IdentityVerifier
+from shared.errors import (
+    BadRequest,
+    FrameforkError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from shared.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Call:
+    """What a handler gets: who is calling, the parsed inputs and the raw request."""
+
+    identity: Identity
+    path: dict[str, str]
+    body: Any
+    query: Any
+    request: flask.Request
+
+
+@dataclass
+class Reply:
+    """A handler's answer when it is not simply a model with the route's status."""
+
+    status: int
+    body: BaseModel | dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Call], BaseModel | Reply | None]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    """werkzeug rule syntax: /manifests/<manifest_id>"""
+    handler: Handler
+    summary: str
+    status: int = 200
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    tag: str = "default"
+    authenticated: bool = True
+    raw_body: str | None = None
+    """Content type of a body the handler reads itself (multipart uploads)."""
+    errors: tuple[int, ...] = ()
+    body_required: bool = True
+
+
+def validation_details(error: ValidationError, where: str) -> list[dict[str, Any]]:
+    return [
+        {"loc": [where, *[str(p) for p in item["loc"]]], "msg": item["msg"], "type": item["type"]}
+        for item in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def _describe(error: ValidationError, where: str) -> str:
+    first = error.errors(include_url=False)[0]
+    location = ".".join(str(p) for p in first["loc"]) or where
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where} is not valid: {location}: {first['msg']}{more}"
+
+
+class JsonApi:
+    def __init__(
+        self,
+        routes: list[Route],
+        settings: ApiSettings,
+        verifier: Callable[[], IdentityVerifier],
+    ) -> None:
+        self.routes = routes
+        self._settings = settings
+        self._verifier = verifier
+        self._map = Map(
+            [Rule(r.path, methods=[r.method], endpoint=i) for i, r in enumerate(routes)],
+            strict_slashes=False,
+        )
+
+    def __call__(self, request: flask.Request) -> flask.Response:
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS" and origin:
+            response = flask.Response(status=204)
+        else:
+            try:
+                response = self._dispatch(request)
+            except FrameforkError as error:
+                response = self._json(error.status, error.to_body())
+            except Exception:
+                log.exception("unhandled error in %s %s", request.method, request.path)
+                response = self._json(
+                    500,
+                    {
+                        "error": {
+                            "code": "internal",
+                            "message": "the server failed to answer this request; it was logged",
+                            "status": 500,
+                            "details": [],
+                        }
+                    },
+                )
+        self._add_cors(response, origin)
+        return response
+
+    def _dispatch(self, request: flask.Request) -> flask.Response:
+        adapter = self._map.bind("api", path_info=request.path)
+        try:
+            index, path = adapter.match(method=request.method)
+        except WerkzeugNotFound as error:
+            raise NotFound(f"there is no {request.path} in this API") from error
+        except WerkzeugMethodNotAllowed as error:
+            allowed = ", ".join(sorted(error.valid_methods or []))
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed here; use {allowed}"
+            ) from error
+        route = self.routes[index]
+        identity = (
+            self._verifier().verify(request.headers.get("Authorization"))
+            if route.authenticated
+            else Identity(uid="")
+        )
+        call = Call(
+            identity=identity,
+            path=path,
+            body=self._body(route, request),
+            query=self._query(route, request),
+            request=request,
+        )
+        result = route.handler(call)
+        if isinstance(result, Reply):
+            response = self._json(result.status, result.body)
+            response.headers.update(result.headers)
+            return response
+        return self._json(route.status, result)
+
+    def _query(self, route: Route, request: flask.Request) -> Any:
+        if route.query is None:
+            if request.args:
+                raise ValidationFailed(
+                    f"this endpoint takes no query parameters; got {', '.join(request.args)}"
+                )
+            return None
+        repeated = [k for k in request.args if len(request.args.getlist(k)) > 1]
+        if repeated:
+            raise ValidationFailed(f"query parameters given more than once: {', '.join(repeated)}")
+        try:
+            return route.query.model_validate(dict(request.args))
+        except ValidationError as error:
+            raise ValidationFailed(
+                _describe(error, "the query"), details=validation_details(error, "query")
+            ) from error
+
+    def _body(self, route: Route, request: flask.Request) -> Any:
+        if route.raw_body is not None:
+            return None
+        length = request.content_length
+        if route.body is None:
+            if length:
+                raise ValidationFailed("this endpoint takes no request body")
+            return None
+        if not route.body_required and not length and not request.headers.get("Transfer-Encoding"):
+            return None
+        limit = self._settings.max_body_bytes
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"the body is {length} bytes; the limit is {limit}")
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType(
+                f"send the body as application/json, not {request.mimetype or 'no content type'}"
+            )
+        request.max_content_length = limit  # also bounds bodies sent without a length
+        try:
+            raw = request.get_data(cache=True)
+        except RequestEntityTooLarge as error:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes") from error
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise BadRequest(f"the body is not valid JSON: {error}") from error
+        if not isinstance(data, dict):
+            raise ValidationFailed("the body must be a JSON object")
+        try:
+            return route.body.model_validate(data)
+        except ValidationError as error:
+            raise ValidationFailed(
+                _describe(error, "the body"), details=validation_details(error, "body")
+            ) from error
+
+    def _json(self, status: int, body: BaseModel | dict[str, Any] | None) -> flask.Response:
+        if body is None:
+            return flask.Response(status=status)
+        text = body.model_dump_json() if isinstance(body, BaseModel) else json.dumps(body)
+        return flask.Response(text, status=status, mimetype="application/json")
+
+    def _add_cors(self, response: flask.Response, origin: str | None) -> None:
+        allowed = self._settings.cors_origins
+        if not origin or not ("*" in allowed or origin in allowed):
+            return
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Max-Age"] = "3600"

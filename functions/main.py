@@ -1,0 +1,50 @@
+"""Cloud Functions entry points. Each deploys (and runs locally) as its own function:
+
+- `api`: the REST API (HTTP).
+- `on_upload`: google.cloud.storage.object.v1.finalized events of the upload bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import flask
+import functions_framework
+from cloudevents.http.event import CloudEvent
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from functions.api.app import api_app
+from functions.services import services
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("framefork.functions")
+
+
+@functions_framework.http
+def api(request: flask.Request) -> flask.Response:
+    return api_app()(request)
+
+
+class StorageObjectData(BaseModel):
+    """The part of a Cloud Storage object resource that the trigger reads."""
+
+    model_config = ConfigDict(extra="ignore")
+    bucket: str
+    name: str
+    generation: str
+    size: int = 0
+
+
+@functions_framework.cloud_event
+def on_upload(event: CloudEvent) -> None:
+    # A payload that can never be handled is logged and acknowledged: raising would make
+    # Eventarc redeliver it forever. Everything else that raises is worth a retry.
+    try:
+        data = StorageObjectData.model_validate(event.get_data() or {})
+    except ValidationError as error:
+        log.error("on_upload: unusable event %s: %s", event.get("id"), error)
+        return
+    outcome = services().uploads.ingest(data.bucket, data.name, data.generation, data.size)
+    log.info(
+        "on_upload %s gen %s: %s (%s)", data.name, data.generation, outcome.status, outcome.detail
+    )

@@ -1,0 +1,1 @@
+"""Pydantic models at every boundary: stored documents, HTTP bodies, event payloads."""

@@ -1,0 +1,55 @@
+"""Small building blocks shared by the stored documents and the HTTP bodies."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A 20-character url-safe id, as Firestore's own auto ids."""
+    return secrets.token_urlsafe(15)
+
+
+def _no_control_chars(value: str) -> str:
+    # Control characters would corrupt the derived sort keys (which use \x1f as a separator)
+    # and have no place in a name a person typed.
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_control_chars),
+]
+Description = Annotated[str, StringConstraints(max_length=5000)]
+Tag = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
+    AfterValidator(_no_control_chars),
+]
+DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class RequestBody(BaseModel):
+    """Base of every body a client sends: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Document(BaseModel):
+    """Base of every stored document: tolerant of fields added by later versions."""
+
+    model_config = ConfigDict(extra="ignore", use_enum_values=False)

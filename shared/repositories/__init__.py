@@ -1,0 +1,1 @@
+"""Firestore repositories: the only code that knows document paths and query shapes."""

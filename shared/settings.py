@@ -1,0 +1,62 @@
+"""Settings for every deployable, read from the environment once and on demand.
+
+Nothing reads the environment at import time: `get_settings()` builds the object on first use,
+and tests call `get_settings.cache_clear()` after changing the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StorageSettings(BaseModel):
+    upload_bucket: str = "framefork-uploads"
+    """Bucket that clients upload into; its finalize events drive the upload trigger."""
+    media_bucket: str = "framefork-media"
+    """Bucket for what the backend derives (normalised images, thumbnails); no trigger on it."""
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    """Decoded-size ceiling that stops decompression bombs before Pillow allocates them."""
+    thumbnail_px: int = Field(default=256, ge=16, le=2048)
+    signed_url_ttl_s: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    signer_key_file: str | None = None
+    """Service-account key used to sign URLs locally. In Google Cloud it stays unset and URLs
+    are signed through the IAM signBlob API with the function's own service account."""
+    signed_url_endpoint: str | None = None
+    """Host that signed URLs point at; unset means storage.googleapis.com."""
+
+
+class AuthSettings(BaseModel):
+    mode: Literal["firebase", "development"] = "firebase"
+    development_uid: str = "dev-user"
+    """The identity of requests that carry no token when mode is development."""
+    firebase_project: str | None = None
+
+
+class ApiSettings(BaseModel):
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    """JSON bodies larger than this are refused with 413 before they are parsed."""
+    page_size_default: int = Field(default=20, ge=1, le=100)
+    page_size_max: int = Field(default=100, ge=1, le=1000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FRAMEFORK_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    project_id: str = Field(default="framefork-local", validation_alias="GOOGLE_CLOUD_PROJECT")
+    environment: Literal["local", "test", "production"] = "local"
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
