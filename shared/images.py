@@ -47,7 +47,7 @@ def validate_image(
     # The header gives the size before any pixel is decoded: refuse bombs before allocating.
     if width * height > max_pixels:
         raise UploadRejected(
-            f"the image is {width}x{height} pixels; the limit is {max_pixels} pixels in all"
+            f"the image has too many pixels: {width}x{height}; the limit is {max_pixels} in all"
         )
     try:
         image.load()
@@ -76,7 +76,9 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise UploadRejected(f"the image has too many pixels ({error})") from error
+        raise UploadRejected(
+            "the image has too many pixels to decode safely (a decompression bomb?)"
+        ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise UploadRejected("the file is not a readable image") from error
 

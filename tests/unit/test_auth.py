@@ -69,7 +69,9 @@ class CertificateServer:
         import json
         from types import SimpleNamespace
 
-        return SimpleNamespace(status=200, headers={}, data=json.dumps({"k1": self.cert_pem}).encode())
+        return SimpleNamespace(
+            status=200, headers={}, data=json.dumps({"k1": self.cert_pem}).encode()
+        )
 
     def token(self, **claims: object) -> str:
         import time

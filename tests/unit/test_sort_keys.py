@@ -9,7 +9,9 @@ from shared.repositories.sort_keys import decode_cursor, encode_cursor, sort_key
 
 def manifest(id_: str, name: str, times_used: int = 0) -> Manifest:
     at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
-    return Manifest(id=id_, owner_id="u", name=name, times_used=times_used, created_at=at, updated_at=at)
+    return Manifest(
+        id=id_, owner_id="u", name=name, times_used=times_used, created_at=at, updated_at=at
+    )
 
 
 def test_name_keys_sort_case_insensitively_with_shorter_names_first() -> None:
