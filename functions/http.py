@@ -115,6 +115,7 @@ class JsonApi:
                 response = self._dispatch(request)
             except FrameforkError as error:
                 response = self._json(error.status, error.to_body())
+                response.headers.update(error.headers)
             except Exception:
                 log.exception("unhandled error in %s %s", request.method, request.path)
                 response = self._json(
@@ -140,7 +141,7 @@ class JsonApi:
         except WerkzeugMethodNotAllowed as error:
             allowed = ", ".join(sorted(error.valid_methods or []))
             raise MethodNotAllowed(
-                f"{request.method} is not allowed here; use {allowed}"
+                f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
             ) from error
         route = self.routes[index]
         identity = (

@@ -6,18 +6,36 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import flask
 import functions_framework
 from cloudevents.http.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
+from werkzeug.exceptions import HTTPException
 
 from functions.api.app import api_app
 from functions.services import services
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("framefork.functions")
+
+
+@functions_framework.errorhandler(HTTPException)
+def framework_error(error: HTTPException) -> flask.Response:
+    """Answers that functions-framework's own routing gives (a path it cannot route, say)
+    in the API's one error shape."""
+    status = error.code or 500
+    body = {
+        "error": {
+            "code": "not_found" if status == 404 else "http_error",
+            "message": error.description or error.name,
+            "status": status,
+            "details": [],
+        }
+    }
+    return flask.Response(json.dumps(body), status=status, mimetype="application/json")
 
 
 @functions_framework.http

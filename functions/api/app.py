@@ -36,7 +36,8 @@ ROUTES: list[Route] = [
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
-    return build_openapi(ROUTES, API_TITLE, API_VERSION)
+    development = get_settings().auth.mode == "development"
+    return build_openapi(ROUTES, API_TITLE, API_VERSION, auth_optional=development)
 
 
 @lru_cache(maxsize=1)

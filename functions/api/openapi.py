@@ -25,7 +25,11 @@ _REASONS = {
 }
 
 
-def build_openapi(routes: list[Route], title: str, version: str) -> dict[str, Any]:
+def build_openapi(
+    routes: list[Route], title: str, version: str, *, auth_optional: bool = False
+) -> dict[str, Any]:
+    """`auth_optional` describes the local stack, where a request without a token acts as
+    the configured development identity."""
     models: set[type[BaseModel]] = {ErrorBody}
     for route in routes:
         models.update(m for m in (route.body, route.response) if m is not None)
@@ -37,7 +41,7 @@ def build_openapi(routes: list[Route], title: str, version: str) -> dict[str, An
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         path = _PARAM.sub(r"{\1}", route.path)
-        paths.setdefault(path, {})[route.method.lower()] = _operation(route)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route, auth_optional)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
@@ -63,7 +67,7 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 
 
-def _operation(route: Route) -> dict[str, Any]:
+def _operation(route: Route, auth_optional: bool) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": route.summary,
         "operationId": f"{route.method.lower()}_{route.handler.__module__.rsplit('.', 1)[-1]}"
@@ -104,6 +108,8 @@ def _operation(route: Route) -> dict[str, Any]:
         success["content"] = {"application/json": {"schema": _ref(route.response)}}
     responses: dict[str, Any] = {str(route.status): success}
     codes = set(route.errors) | ({401} if route.authenticated else set())
+    if route.raw_body is None and route.body is None:
+        codes.discard(415)
     for code in sorted(codes):
         responses[str(code)] = {
             "description": _REASONS.get(code, "Error"),
@@ -111,5 +117,5 @@ def _operation(route: Route) -> dict[str, Any]:
         }
     operation["responses"] = responses
     if route.authenticated:
-        operation["security"] = [{"firebase": []}]
+        operation["security"] = [{"firebase": []}, {}] if auth_optional else [{"firebase": []}]
     return operation

@@ -7,8 +7,9 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
-from shared.models.common import Description, Document, Name, RequestBody, Tag, utcnow
+from shared.models.common import Description, Document, Name, RequestBody, TagList, utcnow
 
 
 class AssetType(StrEnum):
@@ -135,19 +136,19 @@ SortOrderValue = Annotated[int, Field(ge=0, le=1_000_000)]
 class AssetCreate(RequestBody):
     asset_type: AssetType
     name: Name
-    user_tags: list[Tag] = Field(default_factory=list, max_length=50)
+    user_tags: TagList = Field(default_factory=list)
     description: Description = ""
     sort_order: SortOrderValue | None = None
     """Defaults to after the last asset."""
 
 
 class AssetUpdate(RequestBody):
-    asset_type: AssetType | None = None
+    asset_type: AssetType | SkipJsonSchema[None] = None
     """Changing the type issues a new tag of the new type; the old tag is not reused."""
-    name: Name | None = None
-    user_tags: list[Tag] | None = Field(default=None, max_length=50)
-    description: Description | None = None
-    sort_order: SortOrderValue | None = None
+    name: Name | SkipJsonSchema[None] = None
+    user_tags: TagList | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    sort_order: SortOrderValue | SkipJsonSchema[None] = None
 
 
 AcceptedContentType = Literal["image/png", "image/jpeg", "image/webp"]

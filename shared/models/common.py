@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -29,17 +29,24 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
+# The patterns only tell API clients (and the OpenAPI document) what the validators enforce:
+# no control characters, and at least one character that is not white space.
+_PRINTABLE = r"^[^\u0000-\u001f\u007f]*[^\s\u0000-\u001f\u007f][^\u0000-\u001f\u007f]*$"
+
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_no_control_chars),
+    Field(json_schema_extra={"pattern": _PRINTABLE}),
 ]
 Description = Annotated[str, StringConstraints(max_length=5000)]
 Tag = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
     AfterValidator(_no_control_chars),
+    Field(json_schema_extra={"pattern": _PRINTABLE}),
 ]
+TagList = Annotated[list[Tag], Field(max_length=50)]
 DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 

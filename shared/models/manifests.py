@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from shared.models.assets import AssetType
-from shared.models.common import Description, Document, Name, RequestBody, Tag, utcnow
+from shared.models.common import Description, Document, Name, RequestBody, TagList, utcnow
 
 
 class ManifestCategory(StrEnum):
@@ -60,16 +61,16 @@ class ManifestCreate(RequestBody):
     name: Name
     description: Description = ""
     category: ManifestCategory = ManifestCategory.CUSTOM
-    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    tags: TagList = Field(default_factory=list)
 
 
 class ManifestUpdate(RequestBody):
     """Partial update: only the fields sent change. `null` is refused for required fields."""
 
-    name: Name | None = None
-    description: Description | None = None
-    category: ManifestCategory | None = None
-    tags: list[Tag] | None = Field(default=None, max_length=50)
+    name: Name | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    category: ManifestCategory | SkipJsonSchema[None] = None
+    tags: TagList | SkipJsonSchema[None] = None
 
 
 class ManifestDuplicate(RequestBody):

@@ -1,0 +1,189 @@
+"""A scripted session against the running local stack, over HTTP only, as a client would:
+build a manifest from real photos uploaded through signed URLs, page through manifests,
+duplicate, delete, and show where the thumbnails are.
+
+Usage: demo_session.py API_URL PHOTO_DIR OUT_DIR
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+TIMEOUT = 30
+
+
+class Client:
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.http = requests.Session()
+
+    def __call__(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
+        response = self.http.request(method, self.base + path, timeout=TIMEOUT, **kwargs)
+        if response.status_code != expect:
+            raise SystemExit(
+                f"{method} {path}: expected {expect}, got {response.status_code}: {response.text}"
+            )
+        return response.json() if response.content else None
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def wait_for_upload(api: Client, path: str, seconds: float = 30) -> dict[str, Any]:
+    """The storage trigger runs asynchronously: watch the asset until it settles."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        asset: dict[str, Any] = api("GET", path)
+        if asset["upload"]["state"] in ("ready", "failed"):
+            return asset
+        time.sleep(0.2)
+    raise SystemExit(f"the upload of {path} was not processed within {seconds}s")
+
+
+def upload_signed(api: Client, path: str, photo: Path) -> dict[str, Any]:
+    data = photo.read_bytes()
+    content_type = {".png": "image/png", ".webp": "image/webp"}.get(photo.suffix, "image/jpeg")
+    ticket = api(
+        "POST",
+        f"{path}/upload-url",
+        201,
+        json={"content_type": content_type, "size_bytes": len(data)},
+    )
+    put = requests.put(ticket["url"], data=data, headers=ticket["headers"], timeout=TIMEOUT)
+    put.raise_for_status()
+    return wait_for_upload(api, path)
+
+
+def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
+    api = Client(api_url)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    photos = sorted(p for p in photo_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    say(f"API {api_url}; {len(photos)} sample photos in {photo_dir}")
+
+    manifest = api("POST", "/manifests", 201, json={
+        "name": "Demo cast", "category": "CHARACTERS", "description": "Reference photos from packages",
+        "tags": ["demo"],
+    })  # fmt: skip
+    mid = manifest["id"]
+    say(f"\n1. created manifest {mid} ({manifest['status']}, version {manifest['version']})")
+
+    say("\n2. assets, each uploaded through a signed URL and attached by the storage trigger")
+    kinds = ["CHARACTER", "ENVIRONMENT", "CHARACTER", "OBJECT", "CHARACTER", "PROP"]
+    assets = []
+    for photo, kind in zip(photos, kinds * 3, strict=False):
+        asset = api(
+            "POST", f"/manifests/{mid}/assets", 201, json={"asset_type": kind, "name": photo.stem}
+        )
+        path = f"/manifests/{mid}/assets/{asset['id']}"
+        started = time.monotonic()
+        settled = upload_signed(api, path, photo)
+        image = settled["image"]
+        say(f"   {settled['manifest_tag']:<9} {photo.name:<24} -> {image['width']}x{image['height']} "
+            f"{image['content_type']}, sha256 {image['sha256'][:12]}…, attached in {time.monotonic() - started:.2f}s")  # fmt: skip
+        assets.append((settled, path))
+
+    say("\n3. a file that is not an image is refused, with a reason, and removed")
+    bad = api(
+        "POST", f"/manifests/{mid}/assets", 201, json={"asset_type": "OTHER", "name": "not a photo"}
+    )
+    bad_path = f"/manifests/{mid}/assets/{bad['id']}"
+    fake = out_dir / "not-a-photo.jpg"
+    fake.write_text("this is text pretending to be a JPEG")
+    settled = upload_signed(api, bad_path, fake)
+    say(
+        f"   {settled['manifest_tag']}: upload {settled['upload']['state']}: {settled['upload']['error']}"
+    )
+
+    say("\n4. a direct multipart upload (for small clients)")
+    direct = api(
+        "POST", f"/manifests/{mid}/assets", 201, json={"asset_type": "STYLE", "name": "direct"}
+    )
+    with photos[0].open("rb") as handle:
+        result = api(
+            "POST",
+            f"/manifests/{mid}/assets/{direct['id']}/upload",
+            files={"file": (photos[0].name, handle, "image/jpeg")},
+        )
+    say(f"   {result['asset']['manifest_tag']}: {result['outcome']} ({result['detail']})")
+
+    say("\n5. tags are never reused: delete one, add another of the same type")
+    doomed_asset, doomed_path = assets[0]
+    api("DELETE", doomed_path, 204)
+    again = api(
+        "POST",
+        f"/manifests/{mid}/assets",
+        201,
+        json={"asset_type": doomed_asset["asset_type"], "name": "newcomer"},
+    )
+    say(
+        f"   deleted {doomed_asset['manifest_tag']}, the next {doomed_asset['asset_type']} is {again['manifest_tag']}"
+    )
+
+    detail = api("GET", f"/manifests/{mid}")
+    m = detail["manifest"]
+    say(
+        f"   manifest now: {m['asset_count']} assets {m['asset_type_counts']}, version {m['version']}"
+    )
+
+    say("\n6. listing and paging (cursor pagination, sorted by name)")
+    for name in ["Alley set", "Brand kit", "Castle", "Desert", "Empty stage"]:
+        category = "BRAND_KIT" if name == "Brand kit" else "ENVIRONMENT"
+        api("POST", "/manifests", 201, json={"name": name, "category": category})
+    cursor, page_no = None, 0
+    while True:
+        page_no += 1
+        params = {"sort": "name", "limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api("GET", "/manifests", params=params)
+        say(f"   page {page_no}: {[x['name'] for x in page['items']]}")
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    environments = api("GET", "/manifests", params={"category": "ENVIRONMENT"})
+    say(f"   category ENVIRONMENT: {len(environments['items'])} manifests")
+
+    say("\n7. duplicate: a new draft with every asset, images shared")
+    copy = api("POST", f"/manifests/{mid}/duplicate", 201, json={"name": "Demo cast (take 2)"})
+    same = sum(
+        1 for a, b in zip(detail["assets"], copy["assets"], strict=True)
+        if (a["image"] or {}).get("sha256") == (b["image"] or {}).get("sha256")
+    )  # fmt: skip
+    say(f"   {copy['manifest']['id']} parent={copy['manifest']['parent_manifest_id']} "
+        f"assets={len(copy['assets'])} same images={same}")  # fmt: skip
+
+    say("\n8. ownership: another user cannot see it")
+    other = requests.get(
+        f"{api.base}/manifests/{mid}",
+        headers={"Authorization": "Bearer dev:someone-else"},
+        timeout=TIMEOUT,
+    )
+    say(f"   GET as someone-else -> {other.status_code} {other.json()['error']['code']}")
+
+    say("\n9. soft delete of the copy")
+    api("DELETE", f"/manifests/{copy['manifest']['id']}", 204)
+    gone = requests.get(f"{api.base}/manifests/{copy['manifest']['id']}", timeout=TIMEOUT)
+    say(f"   GET after delete -> {gone.status_code}")
+
+    say("\n10. thumbnails (redirects to signed URLs; copies saved locally)")
+    for asset in api("GET", f"/manifests/{mid}")["assets"]:
+        if not asset["image"]:
+            continue
+        redirect = requests.get(
+            api.base + asset["image"]["thumbnail_url"], allow_redirects=False, timeout=TIMEOUT
+        )
+        thumb = requests.get(redirect.headers["Location"], timeout=TIMEOUT)
+        target = out_dir / f"{asset['manifest_tag']}.webp"
+        target.write_bytes(thumb.content)
+        say(f"   {asset['manifest_tag']:<9} {target}  ({len(thumb.content)} bytes)")
+    say(f"\nDone: manifest {mid} in Firestore, thumbnails in {out_dir}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        raise SystemExit(__doc__)
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
