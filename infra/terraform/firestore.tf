@@ -1,0 +1,116 @@
+resource "google_firestore_database" "main" {
+  project     = var.project_id
+  name        = "(default)"
+  location_id = local.firestore_location
+  type        = "FIRESTORE_NATIVE"
+
+  # Seven days of versions to read or restore from after a bad write or a bad migration.
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = "DELETE_PROTECTION_ENABLED"
+  # `terraform destroy` forgets the database instead of deleting it: the state of every user
+  # outlives any one deployment of the code.
+  deletion_policy = "ABANDON"
+
+  depends_on = [google_project_service.enabled]
+}
+
+locals {
+  # Every manifest list query is one owner's manifests that are not deleted; it may narrow by
+  # category, by status or by both, then pages with a range filter on one sort key, ordered
+  # by that key. Firestore serves such a query only from a composite index holding exactly
+  # those equality fields followed by the sort key in the requested direction, hence one
+  # index per combination: 4 filter sets x 5 sort keys x 2 directions = 40.
+  manifest_optional_filters = [[], ["category"], ["status"], ["category", "status"]]
+  manifest_sort_fields = [
+    "sort_updated_at",
+    "sort_created_at",
+    "sort_name",
+    "sort_times_used",
+    "sort_asset_count",
+  ]
+  sort_orders = { ASCENDING = "asc", DESCENDING = "desc" }
+
+  # Keys read like the query: "category-status-name-desc", "updated_at-asc".
+  manifest_list_indexes = {
+    for combo in setproduct(local.manifest_optional_filters, local.manifest_sort_fields, keys(local.sort_orders)) :
+    join("-", concat(combo[0], [trimprefix(combo[1], "sort_"), local.sort_orders[combo[2]]])) => {
+      optional_filters = combo[0]
+      sort_field       = combo[1]
+      order            = combo[2]
+    }
+  }
+}
+
+resource "google_firestore_index" "manifest_list" {
+  for_each = local.manifest_list_indexes
+
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "manifests"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "is_deleted"
+    order      = "ASCENDING"
+  }
+
+  dynamic "fields" {
+    for_each = each.value.optional_filters
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
+  }
+
+  # Firestore appends __name__ in the same direction, which makes the order total and keyset
+  # pagination (range filter on the sort key, then the document id) exact.
+  fields {
+    field_path = each.value.sort_field
+    order      = each.value.order
+  }
+}
+
+# "Is this manifest used by a live project": manifest_id == and status in [...]. Firestore can
+# merge single-field indexes for pure equality queries, but the merge slows down as projects
+# accumulate; a composite index keeps the check, which guards every delete, one index scan.
+resource "google_firestore_index" "projects_by_manifest_status" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "projects"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "manifest_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+}
+
+# Crops extracted from a source asset, in display order. Assets are only ever queried under
+# one manifest (manifests/{id}/assets), never as a collection group, so the index is scoped to
+# the collection.
+resource "google_firestore_index" "assets_by_source" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "assets"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "source_asset_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "sort_order"
+    order      = "ASCENDING"
+  }
+}

@@ -1,0 +1,35 @@
+output "api_url" {
+  description = "HTTPS endpoint of the API, for the apps' configuration."
+  value       = google_cloudfunctions2_function.api.url
+}
+
+output "upload_bucket" {
+  description = "Bucket that signed upload URLs point at (FRAMEFORK_STORAGE__UPLOAD_BUCKET)."
+  value       = google_storage_bucket.uploads.name
+}
+
+output "media_bucket" {
+  description = "Bucket of derived images and thumbnails (FRAMEFORK_STORAGE__MEDIA_BUCKET)."
+  value       = google_storage_bucket.media.name
+}
+
+output "task_queues" {
+  description = "Full names of the Cloud Tasks queues, by purpose."
+  value = {
+    manifesting = google_cloud_tasks_queue.manifesting.id
+    pipeline    = google_cloud_tasks_queue.pipeline.id
+  }
+}
+
+output "service_accounts" {
+  description = "Identities the functions run as."
+  value = {
+    api       = google_service_account.api.email
+    on_upload = google_service_account.on_upload.email
+  }
+}
+
+output "firestore_manifest_list_indexes" {
+  description = "Keys of the generated manifest list indexes (equality filters, sort key, direction)."
+  value       = sort(keys(google_firestore_index.manifest_list))
+}

@@ -1,0 +1,98 @@
+variable "project_id" {
+  description = "Google Cloud project that hosts everything below."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, buckets, queues and the upload trigger. The uploads bucket and its trigger must share it, so there is one setting for both."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region such as europe-west1, or a multi-region such as eur3 or nam5). Fixed once the database exists. Empty means var.region."
+  type        = string
+  default     = ""
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name, so that two deployments can share a project."
+  type        = string
+  default     = "framefork"
+
+  validation {
+    # Service account ids allow 30 characters; the longest suffix used here is "-on-upload".
+    condition     = can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 3-20 characters of lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "web_origins" {
+  description = "Origins of the web apps, allowed by the API's CORS answers and by the uploads bucket's CORS rules (signed PUTs come straight from the browser)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for origin in var.web_origins : can(regex("^https?://[^/]+$", origin))])
+    error_message = "Each web origin is a scheme and host (and port) with no path, e.g. https://app.example.com."
+  }
+}
+
+variable "functions_source_zip" {
+  description = "Path to the zip that scripts/package_functions builds (sources and requirements.txt). Empty means build/functions-source.zip at the repository root."
+  type        = string
+  default     = ""
+}
+
+variable "upload_retention_days" {
+  description = "Days an object stays in the uploads bucket. on_upload copies what it accepts into the media bucket, so uploads are only kept long enough to retry a failed event."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.upload_retention_days >= 1
+    error_message = "upload_retention_days must be at least 1: a retried upload event must still find its object."
+  }
+}
+
+variable "media_noncurrent_retention_days" {
+  description = "Days a replaced or deleted media object stays recoverable as a noncurrent version."
+  type        = number
+  default     = 30
+}
+
+variable "upload_max_bytes" {
+  description = "Largest upload in bytes, given to both functions as FRAMEFORK_STORAGE__MAX_UPLOAD_BYTES: the API signs it into each upload URL's x-goog-content-length-range and on_upload refuses anything larger."
+  type        = number
+  default     = 10485760
+}
+
+variable "api_max_instances" {
+  description = "Upper bound on api instances, which bounds cost and the Firestore write rate a burst can cause."
+  type        = number
+  default     = 20
+}
+
+variable "api_concurrency" {
+  description = "Requests one api instance serves at once. Above 1 Cloud Functions requires a whole vCPU, which available_cpu provides."
+  type        = number
+  default     = 8
+}
+
+variable "on_upload_max_instances" {
+  description = "Upper bound on on_upload instances; each decodes one image at a time, so this bounds memory spent on a burst of uploads."
+  type        = number
+  default     = 10
+}
+
+variable "storage_data_access_logs" {
+  description = "Record reads and writes of objects in Cloud Audit Logs (the replacement for bucket usage logs). The setting owns the project's audit configuration of storage.googleapis.com; turn it off where that is managed elsewhere, or to save log volume."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Labels added to every resource that takes them."
+  type        = map(string)
+  default     = {}
+}
