@@ -151,7 +151,7 @@ class JsonApi:
         )
         call = Call(
             identity=identity,
-            path=path,
+            path=dict(path),
             body=self._body(route, request),
             query=self._query(route, request),
             request=request,

@@ -22,12 +22,12 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 log = logging.getLogger("framefork.functions")
 
 
-@functions_framework.errorhandler(HTTPException)
+@functions_framework.errorhandler(HTTPException)  # type: ignore[untyped-decorator]
 def framework_error(error: HTTPException) -> flask.Response:
     """Answers that functions-framework's own routing gives (a path it cannot route, say)
     in the API's one error shape."""
     status = error.code or 500
-    body = {
+    body: dict[str, object] = {
         "error": {
             "code": "not_found" if status == 404 else "http_error",
             "message": error.description or error.name,

@@ -51,7 +51,9 @@ class FirebaseVerifier:
 
         transport = self._transport or google.auth.transport.requests.Request()
         try:
-            claims = id_token.verify_firebase_token(token, transport, audience=self._project_id)
+            claims = id_token.verify_firebase_token(  # type: ignore[no-untyped-call]
+                token, transport, audience=self._project_id
+            )
         except google.auth.exceptions.TransportError as error:
             raise ServiceUnavailable("cannot fetch the keys that verify ID tokens") from error
         except (ValueError, google.auth.exceptions.GoogleAuthError) as error:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from google.cloud import firestore, storage
+from google.cloud import firestore
+from google.cloud import storage  # type: ignore[attr-defined]
 
 from shared.settings import get_settings
 

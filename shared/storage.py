@@ -12,7 +12,7 @@ import google.auth
 import google.auth.transport.requests
 from google.api_core import exceptions as gexc
 from google.auth import compute_engine
-from google.cloud import storage
+from google.cloud import storage  # type: ignore[attr-defined]
 from google.oauth2 import service_account
 
 from shared.clients import storage_client
@@ -134,7 +134,7 @@ class CloudStorage:
             # On Google Cloud the function's credentials hold no private key: sign through the
             # IAM signBlob API with the service account's own identity and a fresh token.
             credentials, _ = google.auth.default()
-            credentials.refresh(google.auth.transport.requests.Request())
+            credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
             if isinstance(credentials, compute_engine.Credentials):
                 arguments["service_account_email"] = credentials.service_account_email
                 arguments["access_token"] = credentials.token
@@ -145,7 +145,7 @@ class CloudStorage:
 
 @lru_cache(maxsize=4)
 def _key_file_signer(path: str) -> service_account.Credentials:
-    return service_account.Credentials.from_service_account_file(path)  # type: ignore[no-any-return]
+    return service_account.Credentials.from_service_account_file(path)  # type: ignore[no-untyped-call, no-any-return]
 
 
 def _stored(blob: storage.Blob) -> StoredObject:

@@ -175,7 +175,7 @@ class UploadIngest:
         info = ImageInfo(
             object_name=image_name,
             thumbnail_object_name=thumb_name,
-            content_type=image.content_type,  # type: ignore[arg-type]
+            content_type=image.content_type,
             width=image.width,
             height=image.height,
             size_bytes=image.size_bytes,

@@ -89,7 +89,8 @@ class ManifestRepository:
         return self._db.collection(MANIFESTS).document(manifest_id)
 
     def _assets(self, manifest_id: str) -> firestore.CollectionReference:
-        return self._manifest_ref(manifest_id).collection(ASSETS)
+        assets: firestore.CollectionReference = self._manifest_ref(manifest_id).collection(ASSETS)
+        return assets
 
     def get(self, manifest_id: str) -> Manifest | None:
         return from_firestore(Manifest, self._manifest_ref(manifest_id).get().to_dict())
@@ -223,7 +224,10 @@ class ManifestRepository:
         batch.commit()
 
     def _revision_ref(self, manifest_id: str, revision: int) -> firestore.DocumentReference:
-        return self._manifest_ref(manifest_id).collection(REVISIONS).document(f"{revision:012d}")
+        ref: firestore.DocumentReference = (
+            self._manifest_ref(manifest_id).collection(REVISIONS).document(f"{revision:012d}")
+        )
+        return ref
 
     def _revision_doc(self, summary: str) -> dict[str, Any]:
         now = utcnow()
