@@ -1,8 +1,9 @@
-"""A scripted session against the running local stack, over HTTP only, as a client would:
-build a manifest from real photos uploaded through signed URLs, page through manifests,
-duplicate, delete, and show where the thumbnails are.
+"""A scripted session against the local stack, over HTTP only, as a client would: build a
+manifest from real photos uploaded through signed URLs, page through manifests, duplicate,
+delete, and show where the thumbnails are.
 
-Usage: demo_session.py API_URL PHOTO_DIR OUT_DIR
+Usage: demo_session.py PHOTO_DIR OUT_DIR [API_URL]
+Without API_URL it starts its own stack (state in .local/demo), and stops it at the end.
 """
 
 from __future__ import annotations
@@ -46,9 +47,13 @@ def wait_for_upload(api: Client, path: str, seconds: float = 30) -> dict[str, An
     raise SystemExit(f"the upload of {path} was not processed within {seconds}s")
 
 
+def content_type_of(photo: Path) -> str:
+    return {".png": "image/png", ".webp": "image/webp"}.get(photo.suffix.lower(), "image/jpeg")
+
+
 def upload_signed(api: Client, path: str, photo: Path) -> dict[str, Any]:
     data = photo.read_bytes()
-    content_type = {".png": "image/png", ".webp": "image/webp"}.get(photo.suffix, "image/jpeg")
+    content_type = content_type_of(photo)
     ticket = api(
         "POST",
         f"{path}/upload-url",
@@ -74,9 +79,11 @@ def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
     say(f"\n1. created manifest {mid} ({manifest['status']}, version {manifest['version']})")
 
     say("\n2. assets, each uploaded through a signed URL and attached by the storage trigger")
-    kinds = ["CHARACTER", "ENVIRONMENT", "CHARACTER", "OBJECT", "CHARACTER", "PROP"]
+    # What each sample photo is to a production: people are characters, a street a place.
+    kinds = {"bus": "ENVIRONMENT"}
     assets = []
-    for photo, kind in zip(photos, kinds * 3, strict=False):
+    for photo in photos:
+        kind = kinds.get(photo.stem, "CHARACTER")
         asset = api(
             "POST", f"/manifests/{mid}/assets", 201, json={"asset_type": kind, "name": photo.stem}
         )
@@ -108,7 +115,7 @@ def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
         result = api(
             "POST",
             f"/manifests/{mid}/assets/{direct['id']}/upload",
-            files={"file": (photos[0].name, handle, "image/jpeg")},
+            files={"file": (photos[0].name, handle, content_type_of(photos[0]))},
         )
     say(f"   {result['asset']['manifest_tag']}: {result['outcome']} ({result['detail']})")
 
@@ -183,7 +190,23 @@ def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
     say(f"\nDone: manifest {mid} in Firestore, thumbnails in {out_dir}")
 
 
+def run_with_own_stack(photo_dir: Path, out_dir: Path) -> None:
+    from infra.local.stack import LocalStack
+
+    started = time.monotonic()
+    with LocalStack(".local/demo", die_with_parent=True) as stack:
+        stack.start()
+        say(f"local stack up in {time.monotonic() - started:.1f}s (logs in {stack.logs_dir})")
+        for name, process in stack.processes.items():
+            say(f"   {name:<12} pid {process.pid}")
+        main(stack.api_url, photo_dir, out_dir)
+    say("local stack stopped")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) == 4:
+        main(sys.argv[3], Path(sys.argv[1]), Path(sys.argv[2]))
+    elif len(sys.argv) == 3:
+        run_with_own_stack(Path(sys.argv[1]), Path(sys.argv[2]))
+    else:
         raise SystemExit(__doc__)
-    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))

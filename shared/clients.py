@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from google.cloud import firestore
-from google.cloud import storage  # type: ignore[attr-defined]
+from google.cloud.storage import Client as StorageClient
 
 from shared.settings import get_settings
 
@@ -17,9 +17,9 @@ def firestore_client() -> firestore.Client:
 
 
 @lru_cache(maxsize=1)
-def storage_client() -> storage.Client:
+def storage_client() -> StorageClient:
     # STORAGE_EMULATOR_HOST, when set, is honoured by the client itself (anonymous credentials).
-    return storage.Client(project=get_settings().project_id)
+    return StorageClient(project=get_settings().project_id)
 
 
 def reset_clients() -> None:

@@ -12,7 +12,7 @@ import google.auth
 import google.auth.transport.requests
 from google.api_core import exceptions as gexc
 from google.auth import compute_engine
-from google.cloud import storage  # type: ignore[attr-defined]
+from google.cloud.storage import Blob, Client
 from google.oauth2 import service_account
 
 from shared.clients import storage_client
@@ -54,7 +54,7 @@ class BlobStore(Protocol):
 class CloudStorage:
     """BlobStore on Google Cloud Storage (or its emulator, through STORAGE_EMULATOR_HOST)."""
 
-    def __init__(self, client: storage.Client, settings: StorageSettings) -> None:
+    def __init__(self, client: Client, settings: StorageSettings) -> None:
         self._client = client
         self._settings = settings
 
@@ -148,7 +148,7 @@ def _key_file_signer(path: str) -> service_account.Credentials:
     return service_account.Credentials.from_service_account_file(path)  # type: ignore[no-untyped-call, no-any-return]
 
 
-def _stored(blob: storage.Blob) -> StoredObject:
+def _stored(blob: Blob) -> StoredObject:
     return StoredObject(
         bucket=blob.bucket.name,
         name=blob.name,
