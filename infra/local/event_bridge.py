@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from google.cloud import storage  # type: ignore[attr-defined]
+from google.cloud.storage import Client as StorageClient
 
 FINALIZED = "google.cloud.storage.object.v1.finalized"
 
@@ -87,7 +87,7 @@ def cloudevent_headers(resource: dict[str, Any], event_id: str) -> dict[str, str
 class Bridge:
     def __init__(
         self,
-        client: storage.Client,
+        client: StorageClient,
         bucket: str,
         target: str,
         *,
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not os.environ.get("STORAGE_EMULATOR_HOST"):
         parser.error("STORAGE_EMULATOR_HOST is not set: the bridge only watches the emulator")
-    client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "framefork-local"))
+    client = StorageClient(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "framefork-local"))
     bridge = Bridge(client, args.bucket, args.target, max_attempts=args.max_attempts)
     signal.signal(signal.SIGTERM, lambda signum, frame: bridge.stop())
     signal.signal(signal.SIGINT, lambda signum, frame: bridge.stop())
