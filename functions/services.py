@@ -9,9 +9,11 @@ from shared.auth import IdentityVerifier, verifier_for
 from shared.clients import firestore_client
 from shared.registry import Registry
 from shared.repositories.manifests import ManifestRepository
+from shared.repositories.snapshots import SnapshotRepository
 from shared.settings import Settings, get_settings
 from shared.storage import BlobStore, default_blob_store
 from shared.uploads import UploadIngest
+from shared.usage import ManifestUsage
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Services:
     uploads: UploadIngest
     blobs: BlobStore
     verifier: IdentityVerifier
+    usage: ManifestUsage
 
 
 @lru_cache(maxsize=1)
@@ -35,4 +38,5 @@ def services() -> Services:
         uploads=UploadIngest(repository, registry, blobs, settings.storage),
         blobs=blobs,
         verifier=verifier_for(settings.auth, settings.project_id),
+        usage=ManifestUsage(registry, repository, SnapshotRepository(firestore_client())),
     )

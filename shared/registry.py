@@ -66,7 +66,7 @@ class Registry:
             raise NotFound(f"manifest {manifest_id} does not exist")
         return manifest
 
-    def _guard(self, identity: Identity, manifest: Manifest) -> Manifest:
+    def guard(self, identity: Identity, manifest: Manifest) -> Manifest:
         """Re-checks ownership inside a planned change (the manifest may have moved on)."""
         if manifest.owner_id != identity.uid or manifest.is_deleted:
             raise NotFound(f"manifest {manifest.id} does not exist")
@@ -104,7 +104,7 @@ class Registry:
             )
 
         def plan(manifest: Manifest) -> ManifestChange[Manifest]:
-            self._guard(identity, manifest)
+            self.guard(identity, manifest)
             for name in sent:
                 setattr(manifest, name, getattr(body, name))
             return ManifestChange(manifest, result=manifest, summary="manifest updated")
@@ -120,7 +120,7 @@ class Registry:
             )
 
         def plan(manifest: Manifest) -> ManifestChange[None]:
-            self._guard(identity, manifest)
+            self.guard(identity, manifest)
             manifest.is_deleted = True
             manifest.deleted_at = utcnow()
             return ManifestChange(manifest, result=None, content_changed=False, summary="deleted")
@@ -187,7 +187,7 @@ class Registry:
         asset_id = new_id()
 
         def plan(manifest: Manifest) -> ManifestChange[Asset]:
-            self._guard(identity, manifest)
+            self.guard(identity, manifest)
             asset = Asset(
                 id=asset_id,
                 manifest_id=manifest_id,
@@ -221,7 +221,7 @@ class Registry:
             )
 
         def plan(manifest: Manifest) -> ManifestChange[Asset]:
-            self._guard(identity, manifest)
+            self.guard(identity, manifest)
             before = self._repo.get_asset(manifest_id, asset_id)
             if before is None:
                 raise NotFound(f"asset {asset_id} does not exist in manifest {manifest_id}")
@@ -256,7 +256,7 @@ class Registry:
         self, identity: Identity, manifest_id: str, asset_ids: list[str]
     ) -> Planner[bool]:
         def plan(manifest: Manifest) -> ManifestChange[bool]:
-            self._guard(identity, manifest)
+            self.guard(identity, manifest)
             deleted: list[str] = []
             for asset_id in asset_ids:
                 asset = self._repo.get_asset(manifest_id, asset_id)

@@ -67,6 +67,11 @@ class ManifestChange(Generic[ResultT]):
     updated_assets: list[tuple[Asset, Asset]] = field(default_factory=list)
     """(before, after) pairs; only the fields that differ are written."""
     deleted_asset_ids: list[str] = field(default_factory=list)
+    created_documents: list[tuple[firestore.DocumentReference, dict[str, Any]]] = field(
+        default_factory=list
+    )
+    """Other documents created in the same batch (a snapshot, say): they exist if and only if
+    the change was committed."""
 
 
 Planner = Callable[[Manifest], ManifestChange[ResultT]]
@@ -184,6 +189,7 @@ class ManifestRepository:
             planned.created_assets
             or planned.deleted_asset_ids
             or any(changed_fields(a, b) for a, b in planned.updated_assets)
+            or planned.created_documents
             or changed_fields(current, planned.manifest)
         )
 
@@ -192,6 +198,7 @@ class ManifestRepository:
             len(planned.created_assets)
             + len(planned.updated_assets)
             + len(planned.deleted_asset_ids)
+            + len(planned.created_documents)
         )
         if writes > MAX_ASSET_WRITES_PER_CHANGE:
             raise ValueError(
@@ -221,6 +228,8 @@ class ManifestRepository:
             )
         for asset_id in planned.deleted_asset_ids:
             batch.delete(self._assets(manifest_id).document(asset_id))
+        for ref, data in planned.created_documents:
+            batch.create(ref, data)
         batch.commit()
 
     def _revision_ref(self, manifest_id: str, revision: int) -> firestore.DocumentReference:
