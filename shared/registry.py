@@ -53,6 +53,16 @@ def count_asset(manifest: Manifest, asset_type: AssetType, delta: int) -> None:
         manifest.asset_type_counts.pop(asset_type, None)
 
 
+def refuse_nulls(sent: dict[str, object]) -> None:
+    """A partial update leaves out what it does not change; an explicit null is a mistake."""
+    nulls = [name for name, value in sent.items() if value is None]
+    if nulls:
+        raise ValidationFailed(
+            "these fields cannot be null: " + ", ".join(nulls),
+            details=[{"loc": ["body", n], "msg": "may not be null"} for n in nulls],
+        )
+
+
 class Registry:
     def __init__(self, repository: ManifestRepository) -> None:
         self._repo = repository
@@ -96,12 +106,7 @@ class Registry:
     ) -> Manifest:
         self.owned_manifest(identity, manifest_id)
         sent = body.model_dump(exclude_unset=True)
-        nulls = [name for name, value in sent.items() if value is None]
-        if nulls:
-            raise ValidationFailed(
-                "these fields cannot be null: " + ", ".join(nulls),
-                details=[{"loc": ["body", n], "msg": "may not be null"} for n in nulls],
-            )
+        refuse_nulls(sent)
 
         def plan(manifest: Manifest) -> ManifestChange[Manifest]:
             self.guard(identity, manifest)
@@ -213,12 +218,7 @@ class Registry:
     ) -> Asset:
         self.owned_asset(identity, manifest_id, asset_id)
         sent = body.model_dump(exclude_unset=True)
-        nulls = [name for name, value in sent.items() if value is None]
-        if nulls:
-            raise ValidationFailed(
-                "these fields cannot be null: " + ", ".join(nulls),
-                details=[{"loc": ["body", n], "msg": "may not be null"} for n in nulls],
-            )
+        refuse_nulls(sent)
 
         def plan(manifest: Manifest) -> ManifestChange[Asset]:
             self.guard(identity, manifest)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
 from typing import Any, TypeVar
 
+from google.cloud import firestore
 from pydantic import BaseModel
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -36,3 +38,20 @@ def changed_fields(before: BaseModel, after: BaseModel) -> dict[str, Any]:
     """Top-level fields whose stored value differs: what an update() must write."""
     old, new = to_firestore(before), to_firestore(after)
     return {key: value for key, value in new.items() if old.get(key) != value}
+
+
+# Firestore allows 500 writes per batch.
+BATCH_LIMIT = 500
+
+
+def set_all(
+    db: firestore.Client, models: Iterable[BaseModel], collection: firestore.CollectionReference
+) -> None:
+    """Writes documents (keyed by their `id`) in as few batches as Firestore allows. Not
+    atomic past one batch: callers make the writes invisible until a final document exists."""
+    docs = [(collection.document(m.id), to_firestore(m)) for m in models]  # type: ignore[attr-defined]
+    for start in range(0, len(docs), BATCH_LIMIT):
+        batch = db.batch()
+        for ref, data in docs[start : start + BATCH_LIMIT]:
+            batch.set(ref, data)
+        batch.commit()

@@ -24,7 +24,7 @@ from shared.errors import ContentionRetriesExhausted, NotFound
 from shared.models.assets import Asset
 from shared.models.common import utcnow
 from shared.models.manifests import Manifest, ManifestListQuery
-from shared.repositories.documents import changed_fields, from_firestore, to_firestore
+from shared.repositories.documents import changed_fields, from_firestore, set_all, to_firestore
 from shared.repositories.sort_keys import (
     SORT_KEY_FIELDS,
     decode_cursor,
@@ -152,12 +152,7 @@ class ManifestRepository:
     def create(self, manifest: Manifest, assets: Iterable[Asset] = ()) -> None:
         """Writes the assets first and the manifest document last: until the manifest exists
         nothing lists or reads the assets, so an interrupted copy is never half visible."""
-        asset_docs = [(self._assets(manifest.id).document(a.id), to_firestore(a)) for a in assets]
-        for start in range(0, len(asset_docs), MAX_ASSET_WRITES_PER_CHANGE):
-            batch = self._db.batch()
-            for ref, data in asset_docs[start : start + MAX_ASSET_WRITES_PER_CHANGE]:
-                batch.set(ref, data)
-            batch.commit()
+        set_all(self._db, assets, self._assets(manifest.id))
         batch = self._db.batch()
         batch.create(self._revision_ref(manifest.id, 1), self._revision_doc("created"))
         batch.create(self._manifest_ref(manifest.id), self._manifest_doc(manifest))

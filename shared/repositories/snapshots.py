@@ -9,8 +9,7 @@ from google.cloud import firestore
 
 from shared.models.assets import Asset
 from shared.models.snapshots import ManifestSnapshot, SnapshotWithAssets
-from shared.repositories.documents import from_firestore, to_firestore
-from shared.repositories.manifests import MAX_ASSET_WRITES_PER_CHANGE
+from shared.repositories.documents import from_firestore, set_all, to_firestore
 
 SNAPSHOTS = "manifest_snapshots"
 
@@ -32,13 +31,7 @@ class SnapshotRepository:
     def write_assets(self, snapshot_id: str, assets: Iterable[Asset]) -> None:
         """Copies assets under the snapshot before the snapshot document exists; a retry
         rewrites the same documents."""
-        collection = self.ref(snapshot_id).collection("assets")
-        docs = [(collection.document(a.id), to_firestore(a)) for a in assets]
-        for start in range(0, len(docs), MAX_ASSET_WRITES_PER_CHANGE):
-            batch = self._db.batch()
-            for ref, data in docs[start : start + MAX_ASSET_WRITES_PER_CHANGE]:
-                batch.set(ref, data)
-            batch.commit()
+        set_all(self._db, assets, self.ref(snapshot_id).collection("assets"))
 
     def get_with_assets(self, snapshot_id: str) -> SnapshotWithAssets | None:
         snapshot = self.get(snapshot_id)
