@@ -1,0 +1,1 @@
+"""The model service: detection, faces and reverse prompts for the manifesting engine."""
