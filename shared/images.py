@@ -65,7 +65,7 @@ def validate_image(
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         normalized=normalized,
-        thumbnail=_thumbnail(oriented, thumbnail_px),
+        thumbnail=thumbnail_webp(oriented, thumbnail_px),
     )
 
 
@@ -92,7 +92,7 @@ def _encode(image: Image.Image, image_format: str) -> bytes:
     return out.getvalue()
 
 
-def _thumbnail(image: Image.Image, size: int) -> bytes:
+def thumbnail_webp(image: Image.Image, size: int) -> bytes:
     thumb = image.copy()
     if thumb.mode not in ("RGB", "RGBA"):
         thumb = thumb.convert(
@@ -102,3 +102,16 @@ def _thumbnail(image: Image.Image, size: int) -> bytes:
     out = io.BytesIO()
     thumb.save(out, "WEBP", quality=82)
     return out.getvalue()
+
+
+def encode_jpeg(image: Image.Image, quality: int = 92) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=quality, optimize=True)
+    return out.getvalue()
+
+
+def decode_rgb(data: bytes) -> Image.Image:
+    """An image the backend stored itself (already validated), as RGB pixels."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")

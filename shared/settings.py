@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,38 @@ class ApiSettings(BaseModel):
     page_size_max: int = Field(default=100, ge=1, le=1000)
 
 
+class TasksSettings(BaseModel):
+    location: str = "us-central1"
+    manifesting_queue: str = "manifesting"
+    pipeline_queue: str = "pipeline"
+    manifesting_url: str = "http://127.0.0.1:3000/run_job"
+    """Where manifesting tasks are delivered: the model service's job endpoint."""
+    invoker_service_account: str | None = None
+    """Tasks carry an OIDC token of this account in Google Cloud; unset locally."""
+
+
+class ModelSettings(BaseModel):
+    """Which backends the model service runs, and where their files are."""
+
+    detector: Literal["darknet-yolov3-tiny", "onnx-yolo"] = "darknet-yolov3-tiny"
+    faces: Literal["yunet-sface", "insightface-buffalo-l"] = "yunet-sface"
+    describer: Literal["local", "gemini"] = "local"
+    offline_dir: str = ".models/offline"
+    yolo_onnx_path: str = ".models/production/yolo11n.onnx"
+    buffalo_dir: str = ".models/production/buffalo_l"
+    gemini_api_key: SecretStr | None = None
+    """Secret: no default. Required when describer is gemini."""
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_base_url: str | None = None
+    describe_concurrency: int = Field(default=4, ge=1, le=64)
+    job_lease_s: int = Field(default=120, ge=10)
+    """A job's worker renews this lease while it runs; a redelivered task waits it out."""
+    min_free_fraction_for_environment: float = Field(default=0.6, ge=0, le=1)
+    """A whole-scene ENVIRONMENT asset is made when detections leave this much free."""
+    min_detection_confidence: float = Field(default=0.4, ge=0, le=1)
+    min_crop_px: int = Field(default=32, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRAMEFORK_", env_nested_delimiter="__", extra="ignore"
@@ -55,6 +87,8 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    tasks: TasksSettings = Field(default_factory=TasksSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from shared.auth import Identity
 from shared.errors import Conflict, PayloadTooLarge, UploadRejected
 from shared.images import ValidatedImage, validate_image
+from shared.media import media_object_names
 from shared.models.assets import Asset, ImageInfo, UploadState, UploadStatus, UploadUrlRequest
 from shared.models.common import new_id, utcnow
 from shared.models.manifests import Manifest
@@ -35,15 +36,6 @@ _UPLOAD_OBJECT = re.compile(
 
 def upload_object_name(manifest_id: str, asset_id: str, upload_id: str) -> str:
     return f"manifests/{manifest_id}/assets/{asset_id}/uploads/{upload_id}"
-
-
-def media_object_names(image: ValidatedImage) -> tuple[str, str]:
-    """Content-addressed: the same bytes always land on the same names, so a retried ingest
-    rewrites identical objects and copies of a manifest can share them safely."""
-    return (
-        f"images/{image.sha256}/image.{image.extension}",
-        f"images/{image.sha256}/thumbnail.webp",
-    )
 
 
 @dataclass(frozen=True)
@@ -168,7 +160,7 @@ class UploadIngest:
         if image is None:
             return IngestOutcome("ignored", "the object is gone", asset)
 
-        image_name, thumb_name = media_object_names(image)
+        image_name, thumb_name = media_object_names(image.sha256, image.extension)
         media = self._settings.media_bucket
         self._blobs.put(media, image_name, image.normalized, image.content_type)
         self._blobs.put(media, thumb_name, image.thumbnail, "image/webp")

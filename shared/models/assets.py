@@ -120,9 +120,19 @@ class Asset(Document):
     detection_class: str | None = None
     detection_confidence: float | None = None
     is_face_crop: bool = False
+    face_bbox: BoundingBox | None = None
+    """The best face found in the image, if any (pixels of this asset's image)."""
+    face_confidence: float | None = None
     face_embedding: FaceEmbedding | None = None
     face_group_id: str | None = None
+    """Same value on every asset showing the same person (transitive grouping, E4)."""
     is_face_group_primary: bool = False
+    detected_by: str | None = None
+    faces_by: str | None = None
+    described_by: str | None = None
+    """Which model did each manifesting step; unset means the step is still to do (E7)."""
+    processing_error: str | None = None
+    """Why the last manifesting run could not process this asset (a corrupt image, say)."""
     is_inherited: bool = False
     inherited_from_asset: str | None = None
     inherited_from_project: str | None = None

@@ -87,10 +87,16 @@ class AssetView(BaseModel):
     detection_class: str | None
     detection_confidence: float | None
     is_face_crop: bool
+    face_bbox: BoundingBox | None
+    face_confidence: float | None
     face_embedding_model: str | None
     """The vector itself stays in the backend; which model made it is what clients need."""
     face_group_id: str | None
     is_face_group_primary: bool
+    detected_by: str | None
+    faces_by: str | None
+    described_by: str | None
+    processing_error: str | None
     is_inherited: bool
     inherited_from_asset: str | None
     inherited_from_project: str | None

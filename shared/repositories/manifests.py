@@ -133,6 +133,15 @@ class ManifestRepository:
     def get_asset(self, manifest_id: str, asset_id: str) -> Asset | None:
         return from_firestore(Asset, self._assets(manifest_id).document(asset_id).get().to_dict())
 
+    def get_assets(self, manifest_id: str, asset_ids: list[str]) -> dict[str, Asset]:
+        """The assets of those ids that exist, in one round trip."""
+        if not asset_ids:
+            return {}
+        refs = [self._assets(manifest_id).document(i) for i in asset_ids]
+        return {
+            s.id: Asset.model_validate(s.to_dict()) for s in self._db.get_all(refs) if s.exists
+        }
+
     def crop_ids_of(self, manifest_id: str, source_asset_id: str) -> list[str]:
         q = self._assets(manifest_id).where(
             filter=firestore.FieldFilter("source_asset_id", "==", source_asset_id)

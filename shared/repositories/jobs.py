@@ -1,0 +1,107 @@
+"""Jobs in Firestore, with a lease so that one delivery of a task works on a job at a time.
+
+Cloud Tasks delivers at least once, and a crashed worker's task comes back. A delivery
+starts work only by creating `jobs/{id}/attempts/{n+1}` (exactly one creator wins) while no
+other lease is live; the winner renews `lease_until` as it goes and checks that `attempts`
+is still its own, so a worker that stalled past its lease notices and stops.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from shared.models.common import utcnow
+from shared.models.jobs import Job, JobStatus
+from shared.repositories.documents import changed_fields, from_firestore, to_firestore
+
+JOBS = "jobs"
+ACTIVE = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+
+
+class LeaseLost(Exception):
+    """Another delivery took the job over; this one must stop writing."""
+
+
+class JobRepository:
+    def __init__(self, db: firestore.Client) -> None:
+        self._db = db
+
+    def _ref(self, job_id: str) -> firestore.DocumentReference:
+        ref: firestore.DocumentReference = self._db.collection(JOBS).document(job_id)
+        return ref
+
+    def create(self, job: Job) -> None:
+        self._ref(job.id).create(to_firestore(job))
+
+    def get(self, job_id: str) -> Job | None:
+        return from_firestore(Job, self._ref(job_id).get().to_dict())
+
+    def active_for_manifest(self, manifest_id: str) -> Job | None:
+        q = (
+            self._db.collection(JOBS)
+            .where(filter=firestore.FieldFilter("manifest_id", "==", manifest_id))
+            .where(filter=firestore.FieldFilter("status", "in", ACTIVE))
+            .limit(1)
+        )
+        found = [Job.model_validate(s.to_dict()) for s in q.stream()]
+        return found[0] if found else None
+
+    def latest_for_manifest(self, manifest_id: str) -> Job | None:
+        q = (
+            self._db.collection(JOBS)
+            .where(filter=firestore.FieldFilter("manifest_id", "==", manifest_id))
+            .order_by("created_at", direction=firestore.Query.DESCENDING)
+            .limit(1)
+        )
+        found = [Job.model_validate(s.to_dict()) for s in q.stream()]
+        return found[0] if found else None
+
+    def acquire(self, job_id: str, lease_s: float) -> Job | None:
+        """The job, leased to the caller, or None if it is finished, unknown, or leased to a
+        live worker (the caller should let the task be retried later)."""
+        job = self.get(job_id)
+        if job is None or job.status.is_final:
+            return None
+        now = utcnow()
+        if job.lease_until is not None and job.lease_until > now:
+            return None
+        attempt = job.attempts + 1
+        lease_until = now + timedelta(seconds=lease_s)
+        batch = self._db.batch()
+        batch.create(
+            self._ref(job_id).collection("attempts").document(f"{attempt:06d}"),
+            {"at": now, "lease_until": lease_until},
+        )
+        fields: dict[str, Any] = {
+            "attempts": attempt,
+            "lease_until": lease_until,
+            "status": JobStatus.RUNNING.value,
+            "updated_at": now,
+        }
+        if job.started_at is None:
+            fields["started_at"] = now
+        batch.update(self._ref(job_id), fields)
+        try:
+            batch.commit()
+        except gexc.AlreadyExists:
+            return None
+        return job.model_copy(update={**fields, "status": JobStatus.RUNNING})
+
+    def save(self, before: Job, after: Job, *, lease_s: float | None = None) -> Job:
+        """Writes what changed (and renews the lease) if the caller still holds the job."""
+        current = self.get(after.id)
+        if current is None or current.attempts != after.attempts:
+            raise LeaseLost(
+                f"job {after.id} was taken over by attempt {current and current.attempts}"
+            )
+        after.updated_at = utcnow()
+        if lease_s is not None:
+            after.lease_until = after.updated_at + timedelta(seconds=lease_s)
+        fields = changed_fields(before, after)
+        if fields:
+            self._ref(after.id).update(fields)
+        return after.model_copy(deep=True)
