@@ -1,0 +1,1 @@
+"""Stand-ins for external services that tests drive real clients against."""
