@@ -34,7 +34,7 @@ PHOTOS = ROOT / ".local" / "sample-photos"
 
 @pytest.fixture(scope="module")
 def darknet() -> DarknetYoloDetector:
-    detector = DarknetYoloDetector()
+    detector = DarknetYoloDetector(batch_size=8)  # one forward pass for a whole test batch
     if not detector.available():
         pytest.skip(f"YOLOv3-tiny files not in {detector.model_dir}: run scripts/fetch_models")
     detector.load()
