@@ -7,11 +7,14 @@ from functools import lru_cache
 
 from shared.auth import IdentityVerifier, verifier_for
 from shared.clients import firestore_client
+from shared.manifesting.jobs import ManifestingJobs
 from shared.registry import Registry
+from shared.repositories.jobs import JobRepository
 from shared.repositories.manifests import ManifestRepository
 from shared.repositories.snapshots import SnapshotRepository
 from shared.settings import Settings, get_settings
 from shared.storage import BlobStore, default_blob_store
+from shared.tasks import default_dispatcher
 from shared.uploads import UploadIngest
 from shared.usage import ManifestUsage
 
@@ -24,6 +27,7 @@ class Services:
     blobs: BlobStore
     verifier: IdentityVerifier
     usage: ManifestUsage
+    manifesting: ManifestingJobs
 
 
 @lru_cache(maxsize=1)
@@ -32,11 +36,15 @@ def services() -> Services:
     repository = ManifestRepository(firestore_client())
     registry = Registry(repository)
     blobs = default_blob_store()
+    db = firestore_client()
     return Services(
         settings=settings,
         registry=registry,
         uploads=UploadIngest(repository, registry, blobs, settings.storage),
         blobs=blobs,
         verifier=verifier_for(settings.auth, settings.project_id),
-        usage=ManifestUsage(registry, repository, SnapshotRepository(firestore_client())),
+        usage=ManifestUsage(registry, repository, SnapshotRepository(db)),
+        manifesting=ManifestingJobs(
+            registry, repository, JobRepository(db), default_dispatcher, settings.tasks
+        ),
     )

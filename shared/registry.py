@@ -245,12 +245,14 @@ class Registry:
         """Deletes an asset and the crops extracted from it, crops first, so that an
         interruption leaves a consistent manifest and a retry finishes the job."""
         self.owned_asset(identity, manifest_id, asset_id)
-        while True:
-            crop_ids = self._repo.crop_ids_of(manifest_id, asset_id)[:MAX_ASSET_WRITES_PER_CHANGE]
-            targets = crop_ids or [asset_id]
-            self._repo.change(manifest_id, self._delete_plan(identity, manifest_id, targets))
-            if not crop_ids:
-                return
+        self.delete_derived(identity, manifest_id, asset_id)
+        self._repo.change(manifest_id, self._delete_plan(identity, manifest_id, [asset_id]))
+
+    def delete_derived(self, identity: Identity, manifest_id: str, asset_id: str) -> None:
+        """Deletes the assets extracted from one asset (crops, its whole-scene asset)."""
+        while crop_ids := self._repo.crop_ids_of(manifest_id, asset_id):
+            batch = crop_ids[:MAX_ASSET_WRITES_PER_CHANGE]
+            self._repo.change(manifest_id, self._delete_plan(identity, manifest_id, batch))
 
     def _delete_plan(
         self, identity: Identity, manifest_id: str, asset_ids: list[str]

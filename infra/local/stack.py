@@ -320,6 +320,10 @@ class LocalStack:
         return f"http://{LOOPBACK}:{self._port('on_upload')}"
 
     @property
+    def models_url(self) -> str:
+        return f"http://{LOOPBACK}:{self._port('models')}"
+
+    @property
     def functions_running(self) -> bool:
         return "api" in self.processes
 
@@ -342,6 +346,12 @@ class LocalStack:
             "FRAMEFORK_STORAGE__SIGNER_KEY_FILE": str(self.signer_key_file),
             "FRAMEFORK_STORAGE__SIGNED_URL_ENDPOINT": self.storage_url,
             "FRAMEFORK_TASKS__LOCATION": self.tasks_location,
+            "FRAMEFORK_MODELS__OFFLINE_DIR": str(ROOT / ".models/offline"),
+            **(
+                {"FRAMEFORK_TASKS__MANIFESTING_URL": f"{self.models_url}/tasks/run_job"}
+                if "models" in self.ports
+                else {}
+            ),
         }
 
     def log_path(self, name: str) -> Path:
@@ -460,8 +470,28 @@ class LocalStack:
             )
         deadline = time.monotonic() + self.settings.local.startup_timeout_s
         taken = set(self.ports.values())
-        function_env = {**self.env, "PYTHONPATH": _pythonpath()}
         try:
+            self.ports["models"] = free_port(taken)
+            # After the models port is known: the api enqueues manifesting tasks to it.
+            function_env = {**self.env, "PYTHONPATH": _pythonpath()}
+            self._spawn(
+                "models",
+                [
+                    str(_venv_bin(".venv", "bentoml")),
+                    "serve",
+                    "model_service.service:ModelService",
+                    "--host",
+                    LOOPBACK,
+                    "--port",
+                    str(self.ports["models"]),
+                ],
+                env={
+                    **function_env,
+                    # No usage reports leave the machine; BentoML's home stays in the stack.
+                    "BENTOML_DO_NOT_TRACK": "true",
+                    "BENTOML_HOME": str(self.state_dir / "bentoml"),
+                },
+            )
             for target in FUNCTION_TARGETS:
                 self.ports[target] = free_port(taken)
                 self._spawn(
@@ -481,6 +511,7 @@ class LocalStack:
                 )
             self._wait("api", lambda: http_ok(f"{self.api_url}/healthz"), deadline)
             self._wait("on_upload", lambda: port_is_open(self.ports["on_upload"]), deadline)
+            self._wait("models", lambda: http_ok(f"{self.models_url}/readyz"), deadline)
             self._spawn(
                 "bridge",
                 [
@@ -501,8 +532,8 @@ class LocalStack:
             # The bridge has no port; it is healthy once it has announced itself and is alive.
             self._wait("bridge", lambda: "watching" in _log_tail(self.log_path("bridge")), deadline)
         except BaseException:
-            self._stop_names(["bridge", *FUNCTION_TARGETS])
-            for target in FUNCTION_TARGETS:
+            self._stop_names(["bridge", "models", *FUNCTION_TARGETS])
+            for target in ("models", *FUNCTION_TARGETS):
                 self.ports.pop(target, None)
             self.save()
             raise
@@ -616,6 +647,7 @@ class LocalStack:
             "tasks": lambda: port_is_open(self.ports["tasks"]),
             "api": lambda: http_ok(f"{self.api_url}/healthz", timeout=2),
             "on_upload": lambda: port_is_open(self.ports["on_upload"]),
+            "models": lambda: http_ok(f"{self.models_url}/readyz", timeout=2),
         }
         report: dict[str, dict[str, Any]] = {}
         for name, record in self.processes.items():

@@ -56,6 +56,14 @@ class AssetFailure(Document):
     reason: str
 
 
+class AmbiguousFaces(Document):
+    """Two faces in different groups that are nearly alike: not merged, flagged for review."""
+
+    first_asset_id: str
+    second_asset_id: str
+    similarity: float
+
+
 class Job(Document):
     """`jobs/{id}`. Progress lives here (never in process memory): clients listen to it."""
 
@@ -73,6 +81,7 @@ class Job(Document):
     """Assets that failed (a corrupt image, say): the rest of the manifest went on."""
     error: str | None = None
     """Why the whole job failed, naming the step."""
+    ambiguous_faces: list[AmbiguousFaces] = Field(default_factory=list)
     attempts: int = 0
     """Deliveries that started work (Cloud Tasks delivers at least once)."""
     lease_until: datetime | None = None

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shared.models.assets import Asset, AssetSource, AssetType, BoundingBox, UploadState
+from shared.models.jobs import Job
 from shared.models.manifests import Manifest, ManifestCategory, ManifestStatus
 
 
@@ -161,3 +162,30 @@ class UploadResult(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class JobView(BaseModel):
+    """A manifesting job as clients watch it (they may also listen to `jobs/{id}`)."""
+
+    id: str
+    kind: str
+    manifest_id: str
+    asset_ids: list[str] | None
+    status: str
+    step: str
+    steps_done: list[str]
+    counters: dict[str, int]
+    failures: list[dict[str, str]]
+    ambiguous_faces: list[dict[str, str | float]]
+    error: str | None
+    attempts: int
+    cost_usd: float
+    models: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        return cls.model_validate(job.model_dump(mode="json", exclude={"owner_id", "lease_until"}))

@@ -138,15 +138,25 @@ class ManifestRepository:
         if not asset_ids:
             return {}
         refs = [self._assets(manifest_id).document(i) for i in asset_ids]
-        return {
-            s.id: Asset.model_validate(s.to_dict()) for s in self._db.get_all(refs) if s.exists
-        }
+        return {s.id: Asset.model_validate(s.to_dict()) for s in self._db.get_all(refs) if s.exists}
 
     def crop_ids_of(self, manifest_id: str, source_asset_id: str) -> list[str]:
         q = self._assets(manifest_id).where(
             filter=firestore.FieldFilter("source_asset_id", "==", source_asset_id)
         )
         return [s.id for s in q.stream()]
+
+    def is_billed(self, manifest_id: str, job_id: str) -> bool:
+        return bool(
+            self._manifest_ref(manifest_id).collection("bills").document(job_id).get().exists
+        )
+
+    def bill(
+        self, manifest_id: str, job_id: str, cost_usd: float
+    ) -> tuple[firestore.DocumentReference, dict[str, Any]]:
+        """A document to create with the change that adds a job's cost to the manifest."""
+        ref = self._manifest_ref(manifest_id).collection("bills").document(job_id)
+        return ref, {"job_id": job_id, "cost_usd": cost_usd, "at": utcnow()}
 
     def has_live_project(self, manifest_id: str) -> bool:
         q = (
