@@ -17,7 +17,21 @@ from model_service.tasks_app import tasks_app
 from shared.manifesting.ports import Description
 from shared.models.assets import AssetType, BoundingBox
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+def _log_our_modules() -> None:
+    """BentoML configures logging for its own loggers only; ours (the chosen onnxruntime
+    provider, job progress) must reach the service's log too."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("model_service", "shared"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+
+_log_our_modules()
 
 
 class DetectionOut(BaseModel):
