@@ -102,9 +102,9 @@ def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
     bad_path = f"/manifests/{mid}/assets/{bad['id']}"
     fake = out_dir / "not-a-photo.jpg"
     fake.write_text("this is text pretending to be a JPEG")
-    settled = upload_signed(api, bad_path, fake)
+    rejected = upload_signed(api, bad_path, fake)
     say(
-        f"   {settled['manifest_tag']}: upload {settled['upload']['state']}: {settled['upload']['error']}"
+        f"   {rejected['manifest_tag']}: upload {rejected['upload']['state']}: {rejected['upload']['error']}"
     )
 
     say("\n4. a direct multipart upload (for small clients)")
@@ -120,17 +120,11 @@ def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
     say(f"   {result['asset']['manifest_tag']}: {result['outcome']} ({result['detail']})")
 
     say("\n5. tags are never reused: delete one, add another of the same type")
-    doomed_asset, doomed_path = assets[0]
-    api("DELETE", doomed_path, 204)
+    api("DELETE", bad_path, 204)
     again = api(
-        "POST",
-        f"/manifests/{mid}/assets",
-        201,
-        json={"asset_type": doomed_asset["asset_type"], "name": "newcomer"},
+        "POST", f"/manifests/{mid}/assets", 201, json={"asset_type": "OTHER", "name": "newcomer"}
     )
-    say(
-        f"   deleted {doomed_asset['manifest_tag']}, the next {doomed_asset['asset_type']} is {again['manifest_tag']}"
-    )
+    say(f"   deleted {rejected['manifest_tag']}, the next OTHER is {again['manifest_tag']}")
 
     detail = api("GET", f"/manifests/{mid}")
     m = detail["manifest"]
@@ -187,7 +181,83 @@ def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
         target = out_dir / f"{asset['manifest_tag']}.webp"
         target.write_bytes(thumb.content)
         say(f"   {asset['manifest_tag']:<9} {target}  ({len(thumb.content)} bytes)")
-    say(f"\nDone: manifest {mid} in Firestore, thumbnails in {out_dir}")
+
+    say("\n11. manifesting: a Cloud Task runs the job on the model service (offline models)")
+    job = run_job(api, f"/manifests/{mid}/process")
+    show_manifest(api, mid, out_dir)
+
+    say("\n12. incremental: a new upload is processed alone and matched to the faces there")
+    portrait = next((p for p in photos if p.suffix == ".png"), photos[0])
+    extra = api(
+        "POST",
+        f"/manifests/{mid}/assets",
+        201,
+        json={"asset_type": "CHARACTER", "name": "another portrait"},
+    )
+    extra_path = f"/manifests/{mid}/assets/{extra['id']}"
+    upload_signed(api, extra_path, portrait)
+    job = run_job(api, f"/manifests/{mid}/process")
+    settled = api("GET", extra_path)
+    mates = [a["manifest_tag"] for a in api("GET", f"/manifests/{mid}")["assets"]
+             if a["face_group_id"] and a["face_group_id"] == settled["face_group_id"] and a["id"] != extra["id"]]  # fmt: skip
+    say(f"   images detected this run: {job['counters']['images_detected']}; "
+        f"{settled['manifest_tag']} joined the face group of {', '.join(mates) or 'nobody'}")  # fmt: skip
+    say(f"\nDone: manifest {mid} in Firestore, thumbnails and contact sheet in {out_dir}")
+
+
+def run_job(api: Client, path: str) -> dict[str, Any]:
+    """Starts a job and watches it step by step, as a client listening to it would."""
+    job = api("POST", path, 202)
+    started, last_step = time.monotonic(), None
+    while job["status"] not in ("succeeded", "failed"):
+        if job["step"] != last_step:
+            say(f"   [{time.monotonic() - started:5.1f}s] {job['status']:<9} step {job['step']}")
+            last_step = job["step"]
+        if time.monotonic() - started > 300:
+            raise SystemExit(f"job {job['id']} did not finish within 300s")
+        time.sleep(0.2)
+        job = api("GET", f"/jobs/{job['id']}")
+    counters = ", ".join(f"{k}={v}" for k, v in job["counters"].items() if v)
+    say(f"   [{time.monotonic() - started:5.1f}s] {job['status']}: {counters}")
+    if job["status"] != "succeeded":
+        raise SystemExit(f"job failed: {job['error']}")
+    for failure in job["failures"]:
+        say(f"   failed asset {failure['asset_id']} at {failure['step']}: {failure['reason']}")
+    return job
+
+
+def show_manifest(api: Client, mid: str, out_dir: Path) -> None:
+    detail = api("GET", f"/manifests/{mid}")
+    manifest, assets = detail["manifest"], detail["assets"]
+    say(
+        f"   manifest {manifest['status']}, {manifest['asset_count']} assets {manifest['asset_type_counts']}"
+    )
+    by_tag = {a["id"]: a["manifest_tag"] for a in assets}
+    say("   tags and reverse prompts:")
+    for a in assets:
+        origin = (
+            f"from {by_tag.get(a['source_asset_id'], '?')}" if a["source_asset_id"] else "uploaded"
+        )
+        detected = (
+            f" {a['detection_class']} {a['detection_confidence']:.2f}"
+            if a["detection_class"]
+            else ""
+        )
+        say(f"     {a['manifest_tag']:<9} {a['asset_type']:<11} {origin:<14}{detected:<16} "
+            f"q={a['quality_score'] if a['quality_score'] is not None else '-'}  "
+            f"{(a['reverse_prompt'] or a['processing_error'] or '')[:70]}")  # fmt: skip
+    groups: dict[str, list[str]] = {}
+    for a in assets:
+        if a["face_group_id"]:
+            mark = "*" if a["is_face_group_primary"] else ""
+            groups.setdefault(a["face_group_id"], []).append(a["manifest_tag"] + mark)
+    say(f"   face groups (* primary): {len(groups)}")
+    for members in sorted(groups.values(), key=len, reverse=True):
+        say(f"     {' '.join(members)}")
+    sheet = requests.get(f"{api.base}/manifests/{mid}/contact-sheet", timeout=TIMEOUT)
+    target = out_dir / "contact-sheet.jpg"
+    target.write_bytes(sheet.content)
+    say(f"   contact sheet: {manifest['contact_sheet_object']} (media bucket), saved to {target}")
 
 
 def run_with_own_stack(photo_dir: Path, out_dir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from functions.api.media import media_redirect
 from functions.http import Call, Reply, Route
 from functions.services import services
 from shared.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -80,9 +81,9 @@ def _redirect(call: Call, thumbnail: bool) -> Reply:
     asset = services().registry.owned_asset(call.identity, *_ids(call))
     if asset.image is None:
         raise NotFound(f"asset {asset.id} has no image yet")
-    name = asset.image.thumbnail_object_name if thumbnail else asset.image.object_name
-    url = services().blobs.signed_get_url(services().settings.storage.media_bucket, name)
-    return Reply(302, headers={"Location": url, "Cache-Control": "private, max-age=60"})
+    return media_redirect(
+        asset.image.thumbnail_object_name if thumbnail else asset.image.object_name
+    )
 
 
 def image(call: Call) -> Reply:

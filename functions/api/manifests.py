@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from functions.api.media import media_redirect
 from functions.http import Call, Reply, Route
 from functions.services import services
+from shared.errors import NotFound
 from shared.models.manifests import (
     ManifestCreate,
     ManifestDuplicate,
@@ -58,6 +60,13 @@ def duplicate(call: Call) -> ManifestDetail:
     )
 
 
+def contact_sheet(call: Call) -> Reply:
+    manifest = services().registry.owned_manifest(call.identity, call.path["manifest_id"])
+    if manifest.contact_sheet_object is None:
+        raise NotFound(f"manifest {manifest.id} has no contact sheet yet; process it first")
+    return media_redirect(manifest.contact_sheet_object)
+
+
 ONE = "/manifests/<manifest_id>"
 ROUTES = [
     Route("POST", "/manifests", create, "Create a manifest", 201, ManifestCreate,
@@ -75,4 +84,7 @@ ROUTES = [
           "Copy a manifest and all its assets into a new draft", 201, ManifestDuplicate,
           response=ManifestDetail, tag="manifests", errors=(400, 404, 413, 415, 422),
           body_required=False),
+    Route("GET", f"{ONE}/contact-sheet", contact_sheet,
+          "Redirect to a short-lived URL of the numbered contact sheet", 302, tag="manifests",
+          errors=(404,)),
 ]  # fmt: skip

@@ -64,6 +64,24 @@ def _padded(box: BoundingBox, width: int, height: int) -> tuple[int, int, int, i
     return left, top, right, bottom
 
 
+MIN_SCENE_PX = 256
+"""A thumbnail-sized picture is no usable scene reference."""
+
+
+def _is_scene(
+    source: Asset, width: int, height: int, detected: bool, free: float, settings: ModelSettings
+) -> bool:
+    """Whether the source also makes a whole-scene ENVIRONMENT asset (E3): mostly free of
+    detections, big enough, not already an environment, and not a character photo in which
+    nothing was recognised (a close-up the detector missed is no scene)."""
+    return (
+        source.asset_type is not AssetType.ENVIRONMENT
+        and free >= settings.min_free_fraction_for_environment
+        and min(width, height) >= MIN_SCENE_PX
+        and (detected or source.asset_type is not AssetType.CHARACTER)
+    )
+
+
 def derived_assets(
     source: Asset, image: Image.Image, detections: Sequence[Detection], settings: ModelSettings
 ) -> list[Detected]:
@@ -92,11 +110,10 @@ def derived_assets(
                 confidence=round(detection.confidence, 4),
             )
         )
-    free = free_fraction([d.box for d in kept], width, height)
-    if (
-        source.asset_type is not AssetType.ENVIRONMENT
-        and free >= settings.min_free_fraction_for_environment
-    ):
+    # Every confident detection counts here, whole-frame ones too: a portrait is no scene.
+    confident = [d.box for d in detections if d.confidence >= settings.min_detection_confidence]
+    free = free_fraction(confident, width, height)
+    if _is_scene(source, width, height, bool(confident), free, settings):
         derived.append(
             Detected(
                 id=f"{source.id}-scene",
