@@ -64,6 +64,7 @@ WRITE_CHUNK = 50
 second is its sustained limit), each well under the 500-writes batch limit."""
 MAX_ATTEMPTS = 5
 MAX_REVIEW_PAIRS = 100
+MAX_LISTED_FAILURES = 100
 """Kept on the job document, which must stay far below Firestore's 1 MiB."""
 PROGRESS_INTERVAL_S = 0.5
 
@@ -160,9 +161,14 @@ class _Run:
         self._last_save = now
 
     def failed(self, asset: Asset, step: JobStep, reason: str) -> None:
-        self.job.failures = [f for f in self.job.failures if f.asset_id != asset.id]
-        self.job.failures.append(AssetFailure(asset_id=asset.id, step=step, reason=reason))
-        self.job.counters.failed_assets = len(self.job.failures)
+        if any(f.asset_id == asset.id for f in self.job.failures):
+            return  # the first reason is the one to fix
+        self.job.counters.failed_assets += 1
+        # The job document must stay small; the assets themselves say why (processing_error).
+        if len(self.job.failures) < MAX_LISTED_FAILURES:
+            self.job.failures.append(
+                AssetFailure(asset_id=asset.id, step=step, reason=reason[:500])
+            )
 
     def fail(self, reason: str) -> None:
         self.job.status = JobStatus.FAILED
@@ -218,7 +224,7 @@ class _Run:
     ) -> None:
         """Applies edits to assets (re-read inside the guarded write), in chunks."""
         ids = list(edits)
-        for chunk in chunks(ids, WRITE_CHUNK) if ids else [[]]:
+        for chunk in chunks(ids, WRITE_CHUNK):
 
             def plan(manifest: Manifest, chunk: Sequence[str] = chunk) -> ManifestChange[None]:
                 current = self.e._manifests.get_assets(manifest.id, list(chunk))
@@ -406,6 +412,7 @@ class _Run:
                     self.job.cost_usd = round(self.job.cost_usd + result.cost_usd, 6)
                 else:
                     self.failed(asset, JobStep.DESCRIBE, str(result))
+                    edits[asset.id] = _mark_error(f"no reverse prompt: {result}")
             if edits:
                 self.update_assets(edits, "reverse prompts")
             self.save(force=True)
@@ -470,6 +477,7 @@ def _set_description(result: DescriptionResult) -> Callable[[Asset], None]:
         asset.quality_score = max(0.0, min(10.0, d.quality_score))
         asset.suggested_name = d.suggested_name
         asset.described_by = result.model
+        asset.processing_error = None
 
     return edit
 

@@ -320,3 +320,62 @@ def test_someone_elses_job_is_not_found(api: Api, dispatcher: RecordingDispatche
     upload(api, manifest_id, "zidane.jpg")
     job = api.ok("POST", f"/manifests/{manifest_id}/process", 202)
     assert api.call("GET", f"/jobs/{job['id']}", user="mallory").status_code == 404
+
+
+class RefusingFor:
+    """A describer that gives up on one kind of asset, as Gemini may after its retries."""
+
+    name = "local-describer-1"
+
+    def __init__(self, inner: Any, asset_type: str) -> None:
+        self.inner, self.asset_type = inner, asset_type
+
+    async def describe(self, request: DescribeRequest) -> DescriptionResult:
+        from shared.manifesting.ports import DescriberError
+
+        if request.asset_type.value == self.asset_type:
+            raise DescriberError("quota exhausted after 5 attempts")
+        return await self.inner.describe(request)  # type: ignore[no-any-return]
+
+
+def test_a_reverse_prompt_that_fails_is_recorded_and_the_rest_are_described(
+    api: Api, dispatcher: RecordingDispatcher, offline_models: Models
+) -> None:
+    manifest_id = api.manifest("Partial")["id"]
+    upload(api, manifest_id, "zidane.jpg")
+    job = api.ok("POST", f"/manifests/{manifest_id}/process", 202)
+    models = Models(
+        offline_models.detector,
+        offline_models.faces,
+        RefusingFor(offline_models.describer, "OBJECT"),
+    )
+
+    assert make_engine(models).run(job["id"]) is RunOutcome.DONE
+
+    done = api.ok("GET", f"/jobs/{job['id']}")
+    assets = detail(api, manifest_id)["assets"]
+    objects = [a for a in assets if a["asset_type"] == "OBJECT"]
+    assert objects, "the tie in zidane.jpg should make an OBJECT crop"
+    assert {f["asset_id"] for f in done["failures"]} == {a["id"] for a in objects}
+    assert all(
+        "quota exhausted" in a["processing_error"] and a["reverse_prompt"] is None for a in objects
+    )
+    assert all(a["reverse_prompt"] for a in assets if a["asset_type"] != "OBJECT")
+    assert detail(api, manifest_id)["manifest"]["status"] == "READY"
+
+
+def test_a_manifest_whose_every_image_is_unreadable_ends_in_error_with_the_reason(
+    api: Api, dispatcher: RecordingDispatcher, offline_models: Models, settings: Any
+) -> None:
+    manifest_id = api.manifest("Broken")["id"]
+    broken = upload(api, manifest_id, "zidane.jpg")
+    stored = ManifestRepository(firestore_client()).get_asset(manifest_id, broken["id"])
+    assert stored and stored.image
+    default_blob_store().delete(settings.storage.media_bucket, stored.image.object_name)
+
+    job = process(api, manifest_id, offline_models)
+
+    manifest = detail(api, manifest_id)["manifest"]
+    assert job["status"] == "succeeded"
+    assert manifest["status"] == "ERROR"
+    assert "no image could be processed" in manifest["status_reason"]
