@@ -215,6 +215,17 @@ class _Run:
             self.update_assets({asset.id: _mark_error(f"image unreadable: {error}")}, "unreadable")
             return None
 
+    def readable_batches(
+        self, targets: Sequence[Asset], size: int, step: JobStep
+    ) -> Iterator[list[tuple[Asset, Image.Image]]]:
+        """Batches of assets with their decoded images; unreadable ones are failed and left
+        out, and a batch with nothing readable is skipped."""
+        for batch in chunks(targets, size):
+            loaded = [(asset, self.load(asset, step)) for asset in batch]
+            readable = [(asset, image) for asset, image in loaded if image is not None]
+            if readable:
+                yield readable
+
     def update_assets(
         self,
         edits: dict[str, Callable[[Asset], None]],
@@ -291,11 +302,7 @@ class _Run:
         detector = self.e._models.detector
         detector.load()
         targets = detection_targets(self.in_scope(), detector.name)
-        for batch in chunks(targets, BATCH):
-            loaded = [(a, self.load(a, JobStep.DETECTION)) for a in batch]
-            readable = [(a, image) for a, image in loaded if image is not None]
-            if not readable:
-                continue
+        for readable in self.readable_batches(targets, BATCH, JobStep.DETECTION):
             results = detector.detect([image for _, image in readable])
             for (source, image), detections in zip(readable, results, strict=True):
                 self._record_detections(source, image, detections)
@@ -351,11 +358,7 @@ class _Run:
             a for a in self.in_scope()
             if a.image and a.asset_type.value == "CHARACTER" and a.faces_by != analyzer.name
         ]  # fmt: skip
-        for batch in chunks(targets, BATCH):
-            loaded = [(a, self.load(a, JobStep.FACES)) for a in batch]
-            readable = [(a, image) for a, image in loaded if image is not None]
-            if not readable:
-                continue
+        for readable in self.readable_batches(targets, BATCH, JobStep.FACES):
             found = analyzer.analyze([image for _, image in readable])
             edits: dict[str, Callable[[Asset], None]] = {}
             for (asset, _), faces in zip(readable, found, strict=True):
@@ -400,9 +403,7 @@ class _Run:
     def describe(self) -> None:
         describer = self.e._models.describer
         targets = [a for a in self.in_scope() if a.image and a.described_by is None]
-        for batch in chunks(targets, WRITE_CHUNK):
-            loaded = [(a, self.load(a, JobStep.DESCRIBE)) for a in batch]
-            readable = [(a, image) for a, image in loaded if image is not None]
+        for readable in self.readable_batches(targets, WRITE_CHUNK, JobStep.DESCRIBE):
             results = asyncio.run(_describe_all(describer, readable))
             edits: dict[str, Callable[[Asset], None]] = {}
             for (asset, _), result in zip(readable, results, strict=True):
