@@ -40,7 +40,7 @@ class Manifest(Document):
     status: ManifestStatus = ManifestStatus.DRAFT
     status_reason: str | None = None
     version: int = 1
-    """Bumped by every content change; each bump also claims `manifests/{id}/versions/{n}`."""
+    """Bumped by every content change (manifest fields, assets, images)."""
     asset_count: int = 0
     asset_type_counts: dict[AssetType, int] = Field(default_factory=dict)
     """Live assets per type."""

@@ -22,7 +22,7 @@ from google.cloud import firestore
 
 from shared.errors import ContentionRetriesExhausted, NotFound
 from shared.models.assets import Asset
-from shared.models.common import utcnow
+from shared.models.common import new_id, utcnow
 from shared.models.manifests import Manifest, ManifestListQuery
 from shared.repositories.documents import changed_fields, from_firestore, set_all, to_firestore
 from shared.repositories.sort_keys import (
@@ -43,6 +43,8 @@ PROJECTS = "projects"
 MAX_ASSET_WRITES_PER_CHANGE = 498
 # Revision documents exist to serialise writers; a TTL policy on expire_at removes them later.
 REVISION_RETENTION = timedelta(days=7)
+# Commit errors after which the batch may or may not have been applied.
+UNCERTAIN_COMMIT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError)
 # Project statuses in which a project still reads its manifest.
 LIVE_PROJECT_STATUSES = [
     "pending",
@@ -84,7 +86,7 @@ class Page:
 
 
 class ManifestRepository:
-    def __init__(self, db: firestore.Client, *, max_attempts: int = 12) -> None:
+    def __init__(self, db: firestore.Client, *, max_attempts: int = 16) -> None:
         self._db = db
         self._max_attempts = max_attempts
 
@@ -188,12 +190,20 @@ class ManifestRepository:
             planned = plan(current.model_copy(deep=True))
             if not self._has_writes(current, planned):
                 return planned.result
+            revision = (snapshot.get("revision") or 0) + 1
+            token = new_id()
             try:
-                self._commit(current, planned, snapshot.get("revision") or 0)
+                self._commit(current, planned, revision, token)
                 return planned.result
-            except gexc.AlreadyExists:
-                # Another writer took this revision: back off a little, re-read, re-plan.
-                time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+            except (gexc.AlreadyExists, *UNCERTAIN_COMMIT) as error:
+                # The client resends a commit whose connection dropped, and a resend of a
+                # commit that had landed fails on its own revision claim: ask the claim.
+                if self._claimed_by(manifest_id, revision, token):
+                    return planned.result
+                if not isinstance(error, gexc.AlreadyExists) and attempt == self._max_attempts - 1:
+                    raise
+                # Another writer took this revision: back off, re-read, re-plan.
+                time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))
         raise ContentionRetriesExhausted(
             f"manifest {manifest_id} is being changed by many writers at once; try again"
         )
@@ -207,7 +217,13 @@ class ManifestRepository:
             or changed_fields(current, planned.manifest)
         )
 
-    def _commit(self, current: Manifest, planned: ManifestChange[Any], revision: int) -> None:
+    def _claimed_by(self, manifest_id: str, revision: int, token: str) -> bool:
+        claim = self._revision_ref(manifest_id, revision).get()
+        return bool(claim.exists and (claim.to_dict() or {}).get("token") == token)
+
+    def _commit(
+        self, current: Manifest, planned: ManifestChange[Any], revision: int, token: str
+    ) -> None:
         writes = (
             len(planned.created_assets)
             + len(planned.updated_assets)
@@ -224,13 +240,13 @@ class ManifestRepository:
             after.version = current.version + 1
         fields = changed_fields(current, after)
         fields.update(sort_keys(after))
-        fields["revision"] = revision + 1
+        fields["revision"] = revision
 
         manifest_id = current.id
         batch = self._db.batch()
         # The claim goes first: if it fails, nothing else of the batch may land.
         batch.create(
-            self._revision_ref(manifest_id, revision + 1), self._revision_doc(planned.summary)
+            self._revision_ref(manifest_id, revision), self._revision_doc(planned.summary, token)
         )
         batch.update(self._manifest_ref(manifest_id), fields)
         for asset in planned.created_assets:
@@ -252,9 +268,15 @@ class ManifestRepository:
         )
         return ref
 
-    def _revision_doc(self, summary: str) -> dict[str, Any]:
+    def _revision_doc(self, summary: str, token: str = "") -> dict[str, Any]:
+        """`token` names the attempt that wrote the claim, so that attempt can recognise it."""
         now = utcnow()
-        return {"at": now, "summary": summary, "expire_at": now + REVISION_RETENTION}
+        return {
+            "at": now,
+            "summary": summary,
+            "token": token,
+            "expire_at": now + REVISION_RETENTION,
+        }
 
     def _manifest_doc(self, manifest: Manifest) -> dict[str, Any]:
         return {**to_firestore(manifest), **sort_keys(manifest), "revision": 1}
