@@ -37,7 +37,6 @@ from shared.manifesting.ports import (
     DescribeRequest,
     DescriberError,
     DescriptionResult,
-    Detection,
     Face,
     FaceAnalyzer,
     ObjectDetector,
@@ -49,6 +48,9 @@ from shared.models.jobs import AmbiguousFaces, AssetFailure, Job, JobStatus, Job
 from shared.models.manifests import Manifest, ManifestStatus
 from shared.registry import count_asset, issue_tag
 from shared.repositories.jobs import JobRepository
+from shared.repositories.manifests import (
+    MAX_ASSET_WRITES_PER_CHANGE as MAX_ASSET_WRITES,
+)
 from shared.repositories.manifests import ManifestChange, ManifestRepository
 from shared.settings import ModelSettings, StorageSettings
 from shared.storage import BlobStore
@@ -304,50 +306,69 @@ class _Run:
         targets = detection_targets(self.in_scope(), detector.name)
         for readable in self.readable_batches(targets, BATCH, JobStep.DETECTION):
             results = detector.detect([image for _, image in readable])
-            for (source, image), detections in zip(readable, results, strict=True):
-                self._record_detections(source, image, detections)
-                self.job.counters.images_detected += 1
-                self.save()
+            self._record_detections(
+                [(source, derived_assets(source, image, found, self.e._settings))
+                 for (source, image), found in zip(readable, results, strict=True)]
+            )  # fmt: skip
+            self.save()
 
-    def _record_detections(
-        self, source: Asset, image: Image.Image, detections: Sequence[Detection]
-    ) -> None:
-        planned = derived_assets(source, image, detections, self.e._settings)
-        source_object = source.image.object_name if source.image else ""
+    def _record_detections(self, batch: list[tuple[Asset, list[Detected]]]) -> None:
+        """Creates the assets of a batch of sources in as few guarded writes as the batch limit
+        allows: the manifest document takes about one write a second."""
+        group: list[tuple[Asset, list[Detected]]] = []
+        for source, planned in batch:
+            if group and sum(len(p) + 1 for _, p in group) + len(planned) + 1 > MAX_ASSET_WRITES:
+                self._record_group(group)
+                group = []
+            group.append((source, planned))
+        if group:
+            self._record_group(group)
+
+    def _record_group(self, batch: list[tuple[Asset, list[Detected]]]) -> None:
         stored: dict[str, ImageInfo] = {}
-        for d in planned:
-            if d.is_environment and source.image is not None:
-                # The whole-scene asset shows the source image itself: it shares its objects.
-                stored[d.id] = source.image
-            else:
-                stored[d.id] = store_derived_image(
-                    self.e._blobs, self.e._storage, d.image,
-                    source_object=source_object, source_ref=d.source_ref,
-                )  # fmt: skip
+        for source, planned in batch:
+            for d in planned:
+                if d.is_environment and source.image is not None:
+                    # The whole-scene asset shows the source image itself: it shares its objects.
+                    stored[d.id] = source.image
+                else:
+                    stored[d.id] = store_derived_image(
+                        self.e._blobs, self.e._storage, d.image,
+                        source_object=source.image.object_name if source.image else "",
+                        source_ref=d.source_ref,
+                    )  # fmt: skip
         detector_name = self.e._models.detector.name
+        wanted = [d.id for _, planned in batch for d in planned]
 
-        def plan(manifest: Manifest) -> ManifestChange[int]:
-            existing = self.e._manifests.get_assets(manifest.id, [d.id for d in planned])
-            current = self.e._manifests.get_asset(manifest.id, source.id)
-            if current is None:  # the source was deleted meanwhile
-                return ManifestChange(manifest, 0)
-            created = [
-                _derived_asset(manifest, source, d, stored[d.id], detector_name)
-                for d in planned
-                if d.id not in existing
-            ]
-            after = current.model_copy(deep=True)
-            after.detected_by = detector_name
-            after.processing_error = None
+        def plan(manifest: Manifest) -> ManifestChange[list[Asset]]:
+            existing = self.e._manifests.get_assets(manifest.id, wanted)
+            sources = self.e._manifests.get_assets(manifest.id, [s.id for s, _ in batch])
+            created: list[Asset] = []
+            updated = []
+            for source, planned in batch:  # in order: tags are issued in it
+                current = sources.get(source.id)
+                if current is None:  # the source was deleted meanwhile
+                    continue
+                created += [
+                    _derived_asset(manifest, source, d, stored[d.id], detector_name)
+                    for d in planned
+                    if d.id not in existing
+                ]
+                after = current.model_copy(deep=True)
+                after.detected_by = detector_name
+                after.processing_error = None
+                updated.append((current, after))
             return ManifestChange(
-                manifest, len(created), created_assets=created, updated_assets=[(current, after)],
-                summary=f"{len(created)} asset(s) extracted from {source.manifest_tag}",
+                manifest, created, created_assets=created, updated_assets=updated,
+                summary=f"{len(created)} asset(s) extracted from {len(updated)} image(s)",
             )  # fmt: skip
 
         created = self.e._manifests.change(self.job.manifest_id, plan)
-        crops = sum(1 for d in planned if not d.is_environment)
-        self.job.counters.crops_created += min(created, crops)
-        self.job.counters.environments_created += max(created - crops, 0)
+        self.job.counters.images_detected += len(batch)
+        scenes = {d.id for _, planned in batch for d in planned if d.is_environment}
+        made_scenes = sum(1 for a in created if a.id in scenes)
+        self.job.counters.environments_created += made_scenes
+        self.job.counters.crops_created += len(created) - made_scenes
 
     # ----- E4: faces ---------------------------------------------------------------------------
 
