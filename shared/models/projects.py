@@ -1,0 +1,187 @@
+"""Projects (G1–G2): one video from a prompt and an optional manifest, made stage by stage."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from shared.models.common import Document, Name, RequestBody, utcnow
+from shared.pipeline.catalog import IMAGE_MODELS, MAX_SCENES, TEXT_MODELS, VIDEO_MODELS
+from shared.pipeline.ports import ShotType
+
+
+class ProjectStatus(StrEnum):
+    PENDING = "pending"
+    STORYBOARDING = "storyboarding"
+    KEYFRAMING = "keyframing"
+    VIDEO_GEN = "video_gen"
+    STITCHING = "stitching"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    STAGED = "staged"
+    """Paused after the stage named by run_through, waiting for the user to continue."""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ProjectStatus.COMPLETE, ProjectStatus.FAILED, ProjectStatus.STOPPED)
+
+
+class Stage(StrEnum):
+    STORYBOARD = "storyboard"
+    KEYFRAMES = "keyframes"
+    CLIPS = "clips"
+    STITCH = "stitch"
+
+    @property
+    def status(self) -> ProjectStatus:
+        return {
+            Stage.STORYBOARD: ProjectStatus.STORYBOARDING,
+            Stage.KEYFRAMES: ProjectStatus.KEYFRAMING,
+            Stage.CLIPS: ProjectStatus.VIDEO_GEN,
+            Stage.STITCH: ProjectStatus.STITCHING,
+        }[self]
+
+    @property
+    def next(self) -> Stage | None:
+        order = list(Stage)
+        index = order.index(self)
+        return order[index + 1] if index + 1 < len(order) else None
+
+
+RunThrough = Literal["storyboard", "keyframes", "video"]
+RUN_THROUGH_STAGE: dict[str, Stage] = {
+    "storyboard": Stage.STORYBOARD,
+    "keyframes": Stage.KEYFRAMES,
+    "video": Stage.STITCH,
+}
+
+
+class GenerateRequest(RequestBody):
+    """POST /generate. Checked against the model catalog: durations and audio per model."""
+
+    prompt: str = Field(min_length=3, max_length=4000)
+    name: Name | None = None
+    style: str | None = Field(default=None, max_length=500)
+    aspect_ratio: Literal["16:9", "9:16"] = "16:9"
+    clip_seconds: int = Field(default=4, ge=1, le=60)
+    total_seconds: int = Field(default=16, ge=1, le=600)
+    audio: bool = False
+    text_model: str = "local-storyboard-1"
+    image_model: str = "local-keyframe-1"
+    video_model: str = "local-clip-1"
+    run_through: RunThrough = "video"
+    auto_continue: bool = False
+    """Run through without pausing at run_through."""
+    manifest_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    @model_validator(mode="after")
+    def _fits_the_models(self) -> Self:
+        if self.text_model not in TEXT_MODELS:
+            raise ValueError(f"text_model must be one of {', '.join(TEXT_MODELS)}")
+        if self.image_model not in IMAGE_MODELS:
+            raise ValueError(f"image_model must be one of {', '.join(IMAGE_MODELS)}")
+        spec = VIDEO_MODELS.get(self.video_model)
+        if spec is None:
+            raise ValueError(f"video_model must be one of {', '.join(VIDEO_MODELS)}")
+        if self.clip_seconds not in spec.clip_seconds:
+            allowed = ", ".join(str(s) for s in spec.clip_seconds)
+            raise ValueError(f"{spec.name} makes clips of {allowed} seconds, not {self.clip_seconds}")
+        if self.total_seconds > spec.max_total_seconds:
+            raise ValueError(f"{spec.name} allows at most {spec.max_total_seconds} seconds in all")
+        if self.audio and not spec.audio:
+            raise ValueError(f"{spec.name} makes no audio; set audio to false or pick another model")
+        if self.total_seconds < self.clip_seconds:
+            raise ValueError("total_seconds must be at least one clip long")
+        if self.scene_count > MAX_SCENES:
+            raise ValueError(f"that is {self.scene_count} scenes; at most {MAX_SCENES} are allowed")
+        return self
+
+    @property
+    def scene_count(self) -> int:
+        return math.ceil(self.total_seconds / self.clip_seconds)
+
+
+class StageError(Document):
+    """Why a project failed: the stage, the scene (if one), the cause."""
+
+    stage: Stage
+    scene: int | None = None
+    cause: str
+
+
+class CostLedger(Document):
+    estimate_usd: float = 0.0
+    spent_usd: float = 0.0
+    by_stage: dict[Stage, float] = Field(default_factory=dict)
+
+
+class Project(Document):
+    """`projects/{id}`; scenes in `projects/{id}/scenes/{index:03d}`."""
+
+    id: str
+    owner_id: str
+    name: str
+    prompt: str
+    style: str | None = None
+    aspect_ratio: Literal["16:9", "9:16"] = "16:9"
+    clip_seconds: int
+    total_seconds: int
+    scene_count: int
+    audio: bool = False
+    text_model: str
+    image_model: str
+    video_model: str
+    run_through: RunThrough = "video"
+    auto_continue: bool = False
+    status: ProjectStatus = ProjectStatus.PENDING
+    stage: Stage | None = None
+    """The stage running, staged after, or failed in."""
+    stages_done: list[Stage] = Field(default_factory=list)
+    error: StageError | None = None
+    manifest_id: str | None = None
+    snapshot_id: str | None = None
+    manifest_version: int | None = None
+    forked_from: str | None = None
+    branch: str = "main"
+    current_checkpoint_id: str | None = None
+    final_video_object: str | None = None
+    cost: CostLedger = Field(default_factory=CostLedger)
+    run: int = 1
+    """Bumped by stop and resume: tasks of an older run find a different number and quit."""
+    is_deleted: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class MediaState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Scene(Document):
+    index: int
+    title: str
+    description: str
+    shot_type: ShotType
+    keyframe_prompt: str
+    end_keyframe_prompt: str
+    motion_prompt: str
+    asset_tags: list[str] = Field(default_factory=list)
+    remapped_tags: dict[str, str] = Field(default_factory=dict)
+    """Tags the storyboard model invented → the manifest tags they were mapped to."""
+    reference_asset_ids: list[str] = Field(default_factory=list, max_length=3)
+    keyframe_state: MediaState = MediaState.PENDING
+    start_frame_object: str | None = None
+    end_frame_object: str | None = None
+    clip_state: MediaState = MediaState.PENDING
+    clip_operation: str | None = None
+    clip_object: str | None = None
+    error: str | None = None
+    cost_usd: float = 0.0
