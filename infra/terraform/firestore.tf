@@ -114,3 +114,61 @@ resource "google_firestore_index" "assets_by_source" {
     order      = "ASCENDING"
   }
 }
+
+# The manifesting jobs of one manifest (shared/repositories/jobs.py). "Is a job of this
+# manifest still queued or running" (manifest_id == and status in [...]) guards every start,
+# so it gets the same single-scan index as the live-project check above.
+resource "google_firestore_index" "jobs_by_manifest_status" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "jobs"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "manifest_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+}
+
+# "The latest job of this manifest" (manifest_id == ORDER BY created_at desc LIMIT 1), behind
+# the progress endpoint. An equality filter followed by an order on another field has no
+# fallback: Firestore refuses the query without this index.
+resource "google_firestore_index" "jobs_by_manifest_created" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "jobs"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "manifest_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
+# manifests/{id}/revisions/{revision}: one small document per manifest write, whose only
+# lasting job is to serialise writers (docs/data-model.md). Each carries expire_at (a week after
+# the write); this TTL policy has Firestore delete it some time after that, without a sweeper
+# job or its cost. The policy names the collection group, so it covers the revisions of every
+# manifest.
+resource "google_firestore_field" "revisions_expire_at" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = "revisions"
+  field      = "expire_at"
+
+  ttl_config {}
+
+  # Nothing queries expire_at. Its values grow with time, which makes an index on it a write
+  # hotspot, so the field is exempt from the automatic single-field indexes.
+  index_config {}
+}

@@ -21,6 +21,15 @@ locals {
     # functions-framework runs gunicorn with 4 threads per CPU unless told otherwise; one
     # thread per concurrent request keeps requests from queueing inside the instance.
     THREADS = tostring(var.api_concurrency)
+    # Where the API enqueues work (shared/tasks.py): the queues of tasks.tf, by their short
+    # names, in their region.
+    FRAMEFORK_TASKS__LOCATION          = google_cloud_tasks_queue.manifesting.location
+    FRAMEFORK_TASKS__MANIFESTING_QUEUE = google_cloud_tasks_queue.manifesting.name
+    FRAMEFORK_TASKS__PIPELINE_QUEUE    = google_cloud_tasks_queue.pipeline.name
+    # Manifesting tasks go to the model service's Cloud Tasks target...
+    FRAMEFORK_TASKS__MANIFESTING_URL = "${google_cloud_run_v2_service.model_service.uri}/tasks/run_job"
+    # ...with an OIDC token of the one identity that may invoke it.
+    FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT = google_service_account.tasks_invoker.email
   }
 
   on_upload_env = {

@@ -1,6 +1,7 @@
-# One identity per function, each holding only what its code does. Storage access is granted
-# on the buckets themselves, never project-wide, so neither function can touch other buckets
-# in the project (Terraform state included).
+# One identity per workload (each function, the model service, the identity Cloud Tasks calls
+# the model service as), each holding only what its code does. Storage access is granted on the
+# buckets themselves, never project-wide, so none of them can touch other buckets in the project
+# (Terraform state included).
 
 resource "google_service_account" "api" {
   project      = var.project_id
@@ -16,6 +17,26 @@ resource "google_service_account" "on_upload" {
   account_id   = "${var.name_prefix}-on-upload"
   display_name = "Framefork upload trigger"
   description  = "Runs on_upload and is the identity its Eventarc trigger delivers events with."
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "model_service" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-models"
+  display_name = "Framefork model service"
+  description  = "Runs the model service on Cloud Run: manifesting jobs, detection, faces, reverse prompts."
+
+  depends_on = [google_project_service.enabled]
+}
+
+# The identity Cloud Tasks signs each manifesting task's OIDC token with. It exists only to be
+# the model service's single invoker: it runs nothing and holds nothing else.
+resource "google_service_account" "tasks_invoker" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-invoker"
+  display_name = "Framefork Cloud Tasks invoker"
+  description  = "Identity of the OIDC tokens on manifesting tasks; may invoke the model service and nothing else."
 
   depends_on = [google_project_service.enabled]
 }
@@ -59,6 +80,16 @@ resource "google_service_account_iam_member" "api_signs_as_itself" {
   member             = "serviceAccount:${google_service_account.api.email}"
 }
 
+# Cloud Tasks mints each task's OIDC token as the invoker account, on behalf of whoever created
+# the task, and requires that creator to be allowed to act as the account
+# (iam.serviceAccounts.actAs). Granted on that one account, so the API can have tokens made for
+# the invoker and for no other identity.
+resource "google_service_account_iam_member" "api_acts_as_tasks_invoker" {
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.api.email}"
+}
+
 # --- on_upload -------------------------------------------------------------------------------
 
 resource "google_project_iam_member" "on_upload_datastore_user" {
@@ -96,6 +127,41 @@ resource "google_service_account_iam_member" "pubsub_agent_tokens_for_on_upload"
   service_account_id = google_service_account.on_upload.name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = "serviceAccount:${google_project_service_identity.pubsub.email}"
+}
+
+# --- model service ---------------------------------------------------------------------------
+
+# Jobs, manifests and assets live in Firestore, whose roles stop at the project (or database).
+resource "google_project_iam_member" "model_service_datastore_user" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.model_service.email}"
+}
+
+# The engine reads the normalised images and writes crops, thumbnails and the contact sheet in
+# media, rewriting them when a task is delivered again. It never touches uploads: on_upload has
+# already copied every accepted upload into media.
+resource "google_storage_bucket_iam_member" "model_service_media_objects" {
+  bucket = google_storage_bucket.media.name
+  role   = "roles/storage.objectUser"
+  member = "serviceAccount:${google_service_account.model_service.email}"
+}
+
+# The Gemini key, and no other secret in the project.
+resource "google_secret_manager_secret_iam_member" "model_service_reads_gemini_key" {
+  project   = google_secret_manager_secret.gemini_api_key.project
+  secret_id = google_secret_manager_secret.gemini_api_key.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.model_service.email}"
+}
+
+# Logs leave through stdout and stderr, which Cloud Run ships without any role; this one covers
+# entries written through the Cloud Logging API (a Cloud Logging handler), so adding one needs
+# no change here.
+resource "google_project_iam_member" "model_service_log_writer" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.model_service.email}"
 }
 
 # --- functions build -------------------------------------------------------------------------

@@ -33,6 +33,8 @@ locals {
     "logging.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
+    # The Gemini API key of the model service.
+    "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ])
 }

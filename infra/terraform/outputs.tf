@@ -21,11 +21,23 @@ output "task_queues" {
   }
 }
 
+output "model_service_url" {
+  description = "URL of the model service (internal ingress: reachable from this project's Cloud Tasks and VPC networks, not from the internet)."
+  value       = google_cloud_run_v2_service.model_service.uri
+}
+
+output "gemini_api_key_secret" {
+  description = "Secret Manager secret that holds the Gemini API key; add its value as a secret version (README.md)."
+  value       = google_secret_manager_secret.gemini_api_key.id
+}
+
 output "service_accounts" {
-  description = "Identities the functions run as."
+  description = "Identities the workloads run as, and the one Cloud Tasks invokes the model service as."
   value = {
-    api       = google_service_account.api.email
-    on_upload = google_service_account.on_upload.email
+    api           = google_service_account.api.email
+    on_upload     = google_service_account.on_upload.email
+    model_service = google_service_account.model_service.email
+    tasks_invoker = google_service_account.tasks_invoker.email
   }
 }
 

@@ -85,6 +85,46 @@ variable "on_upload_max_instances" {
   default     = 10
 }
 
+variable "model_service_image" {
+  description = "Container image of the model service, as cloudbuild.yaml pushes it: REGION-docker.pkg.dev/PROJECT/PREFIX-model-service/framefork-models:TAG (bentoml build, then bentoml containerize). A tag that changes per build makes Cloud Run deploy a new revision."
+  type        = string
+
+  validation {
+    # An image in Artifact Registry, named with a tag or a digest: a bare name would mean
+    # :latest, and Cloud Run would keep running whatever it resolved that to on the last deploy.
+    condition     = can(regex("^[a-z0-9-]+-docker\\.pkg\\.dev/[^/]+/[^/]+/[^:@]+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})$", var.model_service_image))
+    error_message = "model_service_image must be an Artifact Registry image with a tag or a digest, e.g. europe-west1-docker.pkg.dev/my-project/framefork-model-service/framefork-models:1a2b3c."
+  }
+}
+
+variable "model_service_max_instances" {
+  description = "Upper bound on model service instances, each holding one NVIDIA L4. It must fit the project's Cloud Run GPU quota in the region, and it bounds the GPU bill of a burst of manifesting jobs."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.model_service_max_instances >= 1
+    error_message = "model_service_max_instances must be at least 1, or no job could ever run."
+  }
+}
+
+variable "model_service_concurrency" {
+  description = "Requests one model service instance accepts at once. At most the concurrency the BentoML service declares (model_service/service.py, traffic.concurrency), or Cloud Run would hand an instance requests that BentoML then queues or refuses."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.model_service_concurrency >= 1 && var.model_service_concurrency <= 1000
+    error_message = "model_service_concurrency must be between 1 and 1000 (Cloud Run's limit)."
+  }
+}
+
+variable "model_service_gpu_zonal_redundancy" {
+  description = "Reserve GPU capacity in other zones of the region so that instances can start during a zonal outage. It costs more per GPU-second and needs the larger zonal-redundancy quota; without it a zonal outage only delays jobs, which Cloud Tasks retries."
+  type        = bool
+  default     = false
+}
+
 variable "storage_data_access_logs" {
   description = "Record reads and writes of objects in Cloud Audit Logs (the replacement for bucket usage logs). The setting owns the project's audit configuration of storage.googleapis.com; turn it off where that is managed elsewhere, or to save log volume."
   type        = bool

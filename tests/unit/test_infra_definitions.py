@@ -7,17 +7,28 @@ the same facts (settings, sort keys), the tests compare both sides.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import os
 import pathlib
+import re
 import typing
+from datetime import datetime
 from functools import cache
 from typing import Any
+from unittest import mock
 
 import pytest
-from pydantic import BaseModel
+import yaml
+from pydantic import BaseModel, SecretStr
 
+from model_service import export_models
+from shared.models.jobs import JobStatus
 from shared.models.manifests import ManifestSort
+from shared.repositories.jobs import ACTIVE, JOBS
+from shared.repositories.manifests import REVISIONS, ManifestRepository
 from shared.repositories.sort_keys import SORT_KEY_FIELDS
-from shared.settings import Settings
+from shared.settings import ModelSettings, Settings
 
 hcl2 = pytest.importorskip(
     "hcl2",
@@ -27,9 +38,13 @@ if not hasattr(hcl2, "load"):
     # What an uninstall leaves behind (the parser's runtime cache) imports as an empty package.
     pytest.skip("hcl2 is an empty leftover, not python-hcl2", allow_module_level=True)
 
-TF_DIR = pathlib.Path(__file__).resolve().parents[2] / "infra" / "terraform"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TF_DIR = ROOT / "infra" / "terraform"
 API_MEMBER = "serviceAccount:${google_service_account.api.email}"
 ON_UPLOAD_MEMBER = "serviceAccount:${google_service_account.on_upload.email}"
+MODEL_SERVICE_MEMBER = "serviceAccount:${google_service_account.model_service.email}"
+INVOKER_MEMBER = "serviceAccount:${google_service_account.tasks_invoker.email}"
+MODEL_SERVICE_NAME = "${google_cloud_run_v2_service.model_service.name}"
 
 
 def _clean(value: Any) -> Any:
@@ -68,8 +83,80 @@ def locals_() -> dict[str, Any]:
     return merged
 
 
+def variables() -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for block in _config().get("variable", []):
+        merged.update(block)
+    return merged
+
+
 def members(binding: dict[str, Any]) -> list[str]:
     return [binding["member"]] if "member" in binding else list(binding.get("members", []))
+
+
+def grants_to(member: str) -> dict[str, set[tuple[str, str]]]:
+    """Every grant naming the member, by kind of resource: (target, role) pairs."""
+    targets = {
+        "google_project_iam_member": "project",
+        "google_project_iam_binding": "project",
+        "google_storage_bucket_iam_member": "bucket",
+        "google_secret_manager_secret_iam_member": "secret_id",
+        "google_service_account_iam_member": "service_account_id",
+        "google_cloud_tasks_queue_iam_member": "name",
+        "google_cloud_run_v2_service_iam_member": "name",
+        "google_cloud_run_service_iam_member": "service",
+    }
+    found: dict[str, set[tuple[str, str]]] = {}
+    for kind, target in targets.items():
+        for binding in resources(kind).values():
+            if member in members(binding):
+                found.setdefault(kind, set()).add((binding[target], binding["role"]))
+    return found
+
+
+def model_service() -> dict[str, Any]:
+    return resources("google_cloud_run_v2_service")["model_service"]
+
+
+def model_container() -> dict[str, Any]:
+    (template,) = model_service()["template"]
+    (container,) = template["containers"]
+    return dict(container)
+
+
+def resolve_locals(value: str) -> str:
+    """Substitutes `${local.NAME}` references with the local's literal value."""
+    return re.sub(r"\$\{local\.(\w+)\}", lambda m: str(locals_()[m.group(1)]), value)
+
+
+@cache
+def service_decorator() -> dict[str, Any]:
+    """The literal keyword arguments of @bentoml.service on ModelService (model_service/service.py)."""
+    tree = ast.parse((ROOT / "model_service" / "service.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "ModelService":
+            for decorator in node.decorator_list:
+                if (
+                    isinstance(decorator, ast.Call)
+                    and isinstance(decorator.func, ast.Attribute)
+                    and decorator.func.attr == "service"
+                ):
+                    return {
+                        kw.arg: ast.literal_eval(kw.value) for kw in decorator.keywords if kw.arg
+                    }
+    raise AssertionError("no @bentoml.service(...) on ModelService")
+
+
+@cache
+def cloudbuild_steps() -> dict[str, dict[str, Any]]:
+    document = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    return {step["id"]: step for step in document["steps"]}
+
+
+@cache
+def bentofile() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    return document
 
 
 def test_the_upload_trigger_fires_on_finalized_objects_of_the_uploads_bucket() -> None:
@@ -163,16 +250,15 @@ def test_the_api_service_account_holds_no_project_wide_storage_role() -> None:
     }
 
 
-def test_the_api_may_sign_urls_as_itself_and_as_no_other_account() -> None:
-    token_grants = [
-        binding
-        for binding in resources("google_service_account_iam_member").values()
-        if API_MEMBER in members(binding)
-    ]
+def test_the_api_may_sign_urls_as_itself_and_act_only_as_the_tasks_invoker() -> None:
+    account_grants = grants_to(API_MEMBER)["google_service_account_iam_member"]
 
-    assert [(b["service_account_id"], b["role"]) for b in token_grants] == [
-        ("${google_service_account.api.name}", "roles/iam.serviceAccountTokenCreator")
-    ]
+    # Signing (token creator) on itself only; acting as (the OIDC tokens Cloud Tasks mints for
+    # a task) on the invoker only, which may call the model service and nothing else.
+    assert account_grants == {
+        ("${google_service_account.api.name}", "roles/iam.serviceAccountTokenCreator"),
+        ("${google_service_account.tasks_invoker.name}", "roles/iam.serviceAccountUser"),
+    }
 
 
 def test_every_manifests_index_starts_with_owner_and_deletion_equality_filters() -> None:
@@ -250,3 +336,269 @@ def test_every_setting_a_function_receives_exists_in_shared_settings(env: str) -
         assert _setting_exists(Settings, path), name
     environment = typing.get_args(Settings.model_fields["environment"].annotation)
     assert variables["FRAMEFORK_ENVIRONMENT"] in environment
+
+
+def test_every_setting_the_model_service_receives_exists_in_shared_settings() -> None:
+    variables = dict(locals_()["model_service_env"])
+    secret_names = [env["name"] for env in model_container()["env"]]
+    framefork = [n for n in [*variables, *secret_names] if n.startswith("FRAMEFORK_")]
+
+    assert "GOOGLE_CLOUD_PROJECT" in variables
+    for name in framefork:
+        path = name.removeprefix("FRAMEFORK_").lower().split("__")
+        assert _setting_exists(Settings, path), name
+    # The values are ones the settings accept (backends are Literal choices).
+    settings = Settings.model_validate(
+        {
+            "environment": variables["FRAMEFORK_ENVIRONMENT"],
+            "models": {
+                "detector": variables["FRAMEFORK_MODELS__DETECTOR"],
+                "faces": variables["FRAMEFORK_MODELS__FACES"],
+                "describer": variables["FRAMEFORK_MODELS__DESCRIBER"],
+            },
+        }
+    )
+    assert (settings.models.detector, settings.models.faces, settings.models.describer) == (
+        "onnx-yolo",
+        "insightface-buffalo-l",
+        "gemini",
+    )
+
+
+# --- Firestore: jobs and revisions -----------------------------------------------------------
+
+
+def _index_fields(name: str) -> list[tuple[str, str]]:
+    index = resources("google_firestore_index")[name]
+    assert index["query_scope"] == "COLLECTION", name
+    return [(f["field_path"], f["order"]) for f in index["fields"]]
+
+
+def test_the_active_job_check_has_its_index() -> None:
+    # JobRepository.active_for_manifest: manifest_id == AND status in ACTIVE.
+    index = resources("google_firestore_index")["jobs_by_manifest_status"]
+
+    assert index["collection"] == JOBS
+    assert _index_fields("jobs_by_manifest_status") == [
+        ("manifest_id", "ASCENDING"),
+        ("status", "ASCENDING"),
+    ]
+    assert set(ACTIVE) <= {status.value for status in JobStatus}
+
+
+def test_the_latest_job_query_has_its_index() -> None:
+    # JobRepository.latest_for_manifest: manifest_id == ORDER BY created_at DESC.
+    index = resources("google_firestore_index")["jobs_by_manifest_created"]
+
+    assert index["collection"] == JOBS
+    assert _index_fields("jobs_by_manifest_created") == [
+        ("manifest_id", "ASCENDING"),
+        ("created_at", "DESCENDING"),
+    ]
+
+
+def test_revision_documents_expire_through_a_ttl_policy_on_the_field_the_code_writes() -> None:
+    (policy,) = [
+        field
+        for field in resources("google_firestore_field").values()
+        if field["collection"] == REVISIONS
+    ]
+    written = ManifestRepository(mock.Mock())._revision_doc("a change")
+
+    assert policy["field"] == "expire_at"
+    assert policy["ttl_config"] == [{}]
+    assert isinstance(written[policy["field"]], datetime)
+    assert written[policy["field"]] > written["at"]
+
+
+# --- the model service -----------------------------------------------------------------------
+
+
+def test_the_model_service_runs_on_one_l4_with_cpu_always_allocated() -> None:
+    (template,) = model_service()["template"]
+    (resources_,) = model_container()["resources"]
+    (scaling,) = template["scaling"]
+    declared = service_decorator()
+
+    assert template["node_selector"] == [{"accelerator": "nvidia-l4"}]
+    assert resources_["limits"]["nvidia.com/gpu"] == str(declared["resources"]["gpu"]) == "1"
+    assert resources_["cpu_idle"] is False
+    assert scaling["min_instance_count"] == 0
+    assert scaling["max_instance_count"] == "${var.model_service_max_instances}"
+    # Cloud Run's request timeout is the one the BentoML service declares for its requests.
+    assert template["timeout"] == f"{declared['traffic']['timeout']}s" == "900s"
+    assert template["max_instance_request_concurrency"] == "${var.model_service_concurrency}"
+    concurrency = variables()["model_service_concurrency"]["default"]
+    assert 1 <= concurrency <= declared["traffic"]["concurrency"]
+
+
+def test_the_model_service_is_internal_and_only_the_tasks_invoker_may_call_it() -> None:
+    service = model_service()
+    iam_on_service = [
+        (kind, binding)
+        for kind in (
+            "google_cloud_run_v2_service_iam_member",
+            "google_cloud_run_v2_service_iam_binding",
+            "google_cloud_run_v2_service_iam_policy",
+        )
+        for binding in resources(kind).values()
+        if binding.get("name") == MODEL_SERVICE_NAME
+    ]
+
+    assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+    assert service.get("invoker_iam_disabled", False) is False
+    assert "default_uri_disabled" not in service  # Cloud Tasks calls the run.app URL
+    assert [(kind, b["role"], members(b)) for kind, b in iam_on_service] == [
+        ("google_cloud_run_v2_service_iam_member", "roles/run.invoker", [INVOKER_MEMBER])
+    ]
+    # The invoker account may call the model service and holds nothing else.
+    assert grants_to(INVOKER_MEMBER) == {
+        "google_cloud_run_v2_service_iam_member": {(MODEL_SERVICE_NAME, "roles/run.invoker")}
+    }
+
+
+def test_manifesting_tasks_reach_the_job_route_with_the_invokers_token() -> None:
+    api_env = locals_()["api_env"]
+    tasks_app = ast.parse((ROOT / "model_service" / "tasks_app.py").read_text())
+    routes = [
+        ast.literal_eval(node.args[0])
+        for node in ast.walk(tasks_app)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Route"
+    ]
+    mount = re.search(
+        r"@bentoml\.asgi_app\(tasks_app, path=\"([^\"]+)\"\)",
+        (ROOT / "model_service" / "service.py").read_text(),
+    )
+
+    assert mount is not None
+    assert (
+        api_env["FRAMEFORK_TASKS__MANIFESTING_URL"]
+        == ("${google_cloud_run_v2_service.model_service.uri}" + mount.group(1) + routes[0])
+        == "${google_cloud_run_v2_service.model_service.uri}/tasks/run_job"
+    )
+    assert (
+        api_env["FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT"]
+        == "${google_service_account.tasks_invoker.email}"
+    )
+    assert api_env["FRAMEFORK_TASKS__MANIFESTING_QUEUE"] == (
+        "${google_cloud_tasks_queue.manifesting.name}"
+    )
+    assert (
+        api_env["FRAMEFORK_TASKS__LOCATION"] == "${google_cloud_tasks_queue.manifesting.location}"
+    )
+    assert ("${each.value.name}", "roles/cloudtasks.enqueuer") in grants_to(API_MEMBER)[
+        "google_cloud_tasks_queue_iam_member"
+    ]
+    assert (
+        "manifesting"
+        in resources("google_cloud_tasks_queue_iam_member")["api_enqueues"]["for_each"]
+    )
+
+
+def test_the_gemini_key_comes_from_secret_manager_and_never_from_terraform() -> None:
+    secret_envs = [env for env in model_container()["env"] if "value_source" in env]
+    (key,) = [env for env in secret_envs if env["name"] == "FRAMEFORK_MODELS__GEMINI_API_KEY"]
+    (source,) = key["value_source"]
+    (ref,) = source["secret_key_ref"]
+
+    assert "value" not in key
+    assert ref["secret"] == "${google_secret_manager_secret.gemini_api_key.secret_id}"
+    assert "FRAMEFORK_MODELS__GEMINI_API_KEY" not in locals_()["model_service_env"]
+    # Its value is added out of band: Terraform state never holds it.
+    assert "google_secret_manager_secret_version" not in {
+        kind for block in _config().get("resource", []) for kind in block
+    }
+    assert "gemini_api_key" in resources("google_secret_manager_secret")
+    gemini_key = ModelSettings.model_fields["gemini_api_key"]
+    assert gemini_key.annotation == SecretStr | None
+    assert gemini_key.default is None
+
+
+def test_the_model_service_account_holds_only_what_the_service_uses() -> None:
+    assert grants_to(MODEL_SERVICE_MEMBER) == {
+        "google_project_iam_member": {
+            ("${var.project_id}", "roles/datastore.user"),
+            ("${var.project_id}", "roles/logging.logWriter"),
+        },
+        "google_storage_bucket_iam_member": {
+            ("${google_storage_bucket.media.name}", "roles/storage.objectUser"),
+        },
+        "google_secret_manager_secret_iam_member": {
+            (
+                "${google_secret_manager_secret.gemini_api_key.secret_id}",
+                "roles/secretmanager.secretAccessor",
+            ),
+        },
+    }
+    (template,) = model_service()["template"]
+    assert template["service_account"] == "${google_service_account.model_service.email}"
+
+
+def test_the_model_service_loads_model_files_from_where_the_image_build_writes_them() -> None:
+    env = locals_()["model_service_env"]
+    model_dir = locals_()["model_service_model_dir"]
+    setup = bentofile()["docker"]["setup_script"]
+    script = (ROOT / setup).read_text()
+    yolo_default = inspect.signature(export_models.export_yolo).parameters["weights"].default
+    pack_default = inspect.signature(export_models.fetch_buffalo_l).parameters["pack"].default
+
+    assert os.access(ROOT / setup, os.X_OK)
+    assert f"out={model_dir}\n" in script
+    assert '-m model_service.export_models --out "$out"' in script
+    assert resolve_locals(env["FRAMEFORK_MODELS__YOLO_ONNX_PATH"]) == (
+        f"{model_dir}/{pathlib.PurePath(yolo_default).stem}.onnx"
+    )
+    assert resolve_locals(env["FRAMEFORK_MODELS__BUFFALO_DIR"]) == f"{model_dir}/{pack_default}"
+
+
+def test_the_bento_is_the_model_service_with_the_locked_model_and_gpu_packages() -> None:
+    bento = bentofile()
+    build = cloudbuild_steps()["model-bento"]["args"][-1]
+
+    assert bento["service"] == "model_service.service:ModelService"
+    assert set(bento["include"]) == {"/shared/", "/model_service/"}
+    assert bento["python"]["lock_packages"] is False
+    requirements = bento["python"]["requirements_txt"]
+    export = re.search(r"uv export [^\n]*\\\n[^\n]*", build)
+    assert export is not None
+    flags = export.group(0).split()
+    assert {"--extra", "model", "gpu", "--no-dev", "--no-emit-project"} <= set(flags)
+    assert flags.count("--extra") == 2 and "cpu" not in flags
+    assert flags[flags.index("--output-file") + 1] == requirements
+    assert "cuda_version" in bento["docker"]
+
+
+def test_cloudbuild_pushes_the_model_image_before_terraform_deploys_that_image() -> None:
+    steps = cloudbuild_steps()
+    order = list(steps)
+    image = (
+        "${_REGION}-docker.pkg.dev/${PROJECT_ID}/${_NAME_PREFIX}-model-service/"
+        "framefork-models:${BUILD_ID}"
+    )
+    repository = resources("google_artifact_registry_repository")["model_service"]
+    bento_name = service_decorator()["name"]
+
+    assert repository["repository_id"] == "${var.name_prefix}-model-service"
+    assert repository["location"] == "${var.region}"
+    assert "bentoml build --version ${BUILD_ID}" in steps["model-bento"]["args"][-1]
+    assert (
+        f"bentoml containerize {bento_name}:${{BUILD_ID}} \\\n  --image-tag {image}"
+        in steps["model-image"]["args"][-1]
+    )
+    assert steps["model-image-push"]["args"] == ["push", image]
+    for step in ("terraform-apply-registry", "terraform-apply"):
+        assert f"-var=model_service_image={image}" in steps[step]["args"], step
+    assert (
+        "-target=google_artifact_registry_repository.model_service"
+        in steps["terraform-apply-registry"]["args"]
+    )
+    assert (
+        order.index("test")
+        < order.index("model-bento")
+        < order.index("model-image")
+        < order.index("model-image-push")
+        < order.index("terraform-apply")
+    )
+    assert order.index("terraform-apply-registry") < order.index("model-image-push")
+    assert not any("waitFor" in step for step in steps.values())  # strictly in file order
+    assert model_container()["image"] == "${var.model_service_image}"
