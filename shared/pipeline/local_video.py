@@ -210,17 +210,19 @@ def _smooth(t: float) -> float:
 def _encode(command: list[str], frames: Iterator[bytes]) -> None:
     # stderr goes to a file: a pipe nobody reads while frames are written can fill and stall.
     with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=errors)
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=errors, bufsize=0)
         assert process.stdin is not None
         try:
             for frame in frames:
                 process.stdin.write(frame)
-            process.stdin.close()
         except BrokenPipeError:
             pass  # ffmpeg stopped early; its exit status and message say why
+        except BaseException:
+            process.kill()  # never leave an encoder behind a failed render
+            process.wait()
+            raise
         finally:
-            if not process.stdin.closed:
-                process.stdin.close()
+            process.stdin.close()
         try:
             code = process.wait(timeout=300)
         except subprocess.TimeoutExpired as error:
