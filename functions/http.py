@@ -209,7 +209,7 @@ class JsonApi:
         if not isinstance(data, dict):
             raise ValidationFailed("the body must be a JSON object")
         try:
-            return route.body.model_validate(data)
+            return route.body.model_validate_json(raw)
         except ValidationError as error:
             raise ValidationFailed(
                 _describe(error, "the body"), details=validation_details(error, "body")

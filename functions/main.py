@@ -2,6 +2,7 @@
 
 - `api`: the REST API (HTTP).
 - `on_upload`: google.cloud.storage.object.v1.finalized events of the upload bucket.
+- `run_stage`: the Cloud Tasks target that runs pipeline stages.
 """
 
 from __future__ import annotations
@@ -41,6 +42,28 @@ def framework_error(error: HTTPException) -> flask.Response:
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
     return api_app()(request)
+
+
+@functions_framework.http
+def run_stage(request: flask.Request) -> flask.Response:
+    """The Cloud Tasks target of the pipeline: one stage of one project per task."""
+    from shared.pipeline.runner import StageOutcome, StageTask
+
+    def answer(status: int, body: dict[str, str]) -> flask.Response:
+        return flask.Response(json.dumps(body), status=status, mimetype="application/json")
+
+    try:
+        task = StageTask.model_validate_json(request.get_data())
+    except ValidationError as error:
+        # Recorded in the log and acknowledged: Cloud Tasks would otherwise retry it forever.
+        log.error(
+            "run_stage: unusable task %s: %s", request.headers.get("X-CloudTasks-TaskName"), error
+        )
+        return answer(200, {"outcome": "rejected"})
+    outcome = services().pipeline.run(task)
+    if outcome is StageOutcome.NOT_READY:
+        return answer(503, {"outcome": outcome.value})
+    return answer(200, {"outcome": outcome.value})
 
 
 class StorageObjectData(BaseModel):

@@ -8,9 +8,13 @@ from functools import lru_cache
 from shared.auth import IdentityVerifier, verifier_for
 from shared.clients import firestore_client
 from shared.manifesting.jobs import ManifestingJobs
+from shared.pipeline.projects import ProjectService
+from shared.pipeline.providers import providers_for
+from shared.pipeline.runner import PipelineRunner
 from shared.registry import Registry
 from shared.repositories.jobs import JobRepository
 from shared.repositories.manifests import ManifestRepository
+from shared.repositories.projects import ProjectRepository
 from shared.repositories.snapshots import SnapshotRepository
 from shared.settings import Settings, get_settings
 from shared.storage import BlobStore, default_blob_store
@@ -28,6 +32,9 @@ class Services:
     verifier: IdentityVerifier
     usage: ManifestUsage
     manifesting: ManifestingJobs
+    projects: ProjectService
+    projects_repo: ProjectRepository
+    pipeline: PipelineRunner
 
 
 @lru_cache(maxsize=1)
@@ -37,14 +44,22 @@ def services() -> Services:
     registry = Registry(repository)
     blobs = default_blob_store()
     db = firestore_client()
+    projects_repo = ProjectRepository(db)
+    usage = ManifestUsage(registry, repository, SnapshotRepository(db))
+    pipeline = PipelineRunner(
+        projects_repo, usage.read_snapshot, blobs, default_dispatcher, providers_for, settings
+    )
     return Services(
         settings=settings,
         registry=registry,
         uploads=UploadIngest(repository, registry, blobs, settings.storage),
         blobs=blobs,
         verifier=verifier_for(settings.auth, settings.project_id),
-        usage=ManifestUsage(registry, repository, SnapshotRepository(db)),
+        usage=usage,
         manifesting=ManifestingJobs(
             registry, repository, JobRepository(db), default_dispatcher, settings.tasks
         ),
+        projects=ProjectService(projects_repo, usage, pipeline),
+        projects_repo=projects_repo,
+        pipeline=pipeline,
     )

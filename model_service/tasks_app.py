@@ -7,7 +7,6 @@ BentoML's own validation would answer 400 and have it retried forever.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from pydantic import ValidationError
@@ -46,7 +45,7 @@ async def run_job(request: Request) -> JSONResponse:
 
     body = await request.body()
     try:
-        task = JobTask.model_validate(json.loads(body))
+        task = JobTask.model_validate_json(body)
     except (ValueError, ValidationError) as error:
         await run_in_threadpool(record_bad_task, request, body, str(error))
         return JSONResponse({"outcome": "rejected", "reason": "unusable payload"}, status_code=200)

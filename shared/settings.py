@@ -51,6 +51,8 @@ class TasksSettings(BaseModel):
     pipeline_queue: str = "pipeline"
     manifesting_url: str = "http://127.0.0.1:3000/tasks/run_job"
     """Where manifesting tasks are delivered: the model service's job endpoint."""
+    pipeline_url: str = "http://127.0.0.1:8082/"
+    """Where pipeline stage tasks are delivered: the run_stage function."""
     invoker_service_account: str | None = None
     """Tasks carry an OIDC token of this account in Google Cloud; unset locally."""
 

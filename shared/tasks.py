@@ -12,10 +12,12 @@ from typing import Any, Protocol
 
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from pydantic import BaseModel
 
 from shared.settings import Settings, get_settings
+
+DISPATCH_DEADLINE_S = 1800
 
 
 class TaskDispatcher(Protocol):
@@ -51,6 +53,9 @@ class CloudTasksDispatcher:
         task: dict[str, Any] = {
             "name": f"{self.queue_path(queue)}/tasks/{task_id}",
             "http_request": request,
+            # The longest Cloud Tasks allows for HTTP targets: a manifesting job may take
+            # minutes, and a shorter deadline would have it delivered again while it runs.
+            "dispatch_deadline": duration_pb2.Duration(seconds=DISPATCH_DEADLINE_S),
         }
         if delay_s > 0:
             at = timestamp_pb2.Timestamp()

@@ -45,7 +45,10 @@ class _SessionStack:
 
     def whole(self) -> LocalStack:
         stack = self.emulators()
-        stack.start_functions()
+        if not stack.functions_running:
+            stack.start_functions()
+            # The whole stack adds what the processes tell each other (task target URLs).
+            self._apply_env(stack.env)
         return stack
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from functions.api import assets, manifests, processing
+from functions.api import assets, manifests, processing, projects
 from functions.api.openapi import build_openapi
 from functions.http import Call, JsonApi, Reply, Route
 from functions.services import services
@@ -32,6 +32,7 @@ ROUTES: list[Route] = [
     *manifests.ROUTES,
     *assets.ROUTES,
     *processing.ROUTES,
+    *projects.ROUTES,
 ]  # fmt: skip
 
 

@@ -36,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 QUEUES = ("manifesting", "pipeline")
-FUNCTION_TARGETS = ("api", "on_upload")
+FUNCTION_TARGETS = ("api", "on_upload", "run_stage")
 _EMULATORS = ("firestore", "storage", "tasks")
 
 
@@ -352,6 +352,11 @@ class LocalStack:
                 if "models" in self.ports
                 else {}
             ),
+            **(
+                {"FRAMEFORK_TASKS__PIPELINE_URL": f"http://{LOOPBACK}:{self.ports['run_stage']}/"}
+                if "run_stage" in self.ports
+                else {}
+            ),
         }
 
     def log_path(self, name: str) -> Path:
@@ -471,8 +476,10 @@ class LocalStack:
         deadline = time.monotonic() + self.settings.local.startup_timeout_s
         taken = set(self.ports.values())
         try:
-            self.ports["models"] = free_port(taken)
-            # After the models port is known: the api enqueues manifesting tasks to it.
+            for name in ("models", *FUNCTION_TARGETS):
+                self.ports[name] = free_port(taken)
+            # After every port is known: the api enqueues tasks to the model service and to
+            # run_stage, and run_stage enqueues its next stages.
             function_env = {**self.env, "PYTHONPATH": _pythonpath()}
             self._spawn(
                 "models",
@@ -493,7 +500,6 @@ class LocalStack:
                 },
             )
             for target in FUNCTION_TARGETS:
-                self.ports[target] = free_port(taken)
                 self._spawn(
                     target,
                     [
@@ -511,6 +517,7 @@ class LocalStack:
                 )
             self._wait("api", lambda: http_ok(f"{self.api_url}/healthz"), deadline)
             self._wait("on_upload", lambda: port_is_open(self.ports["on_upload"]), deadline)
+            self._wait("run_stage", lambda: port_is_open(self.ports["run_stage"]), deadline)
             self._wait("models", lambda: http_ok(f"{self.models_url}/readyz"), deadline)
             self._spawn(
                 "bridge",
@@ -647,6 +654,7 @@ class LocalStack:
             "tasks": lambda: port_is_open(self.ports["tasks"]),
             "api": lambda: http_ok(f"{self.api_url}/healthz", timeout=2),
             "on_upload": lambda: port_is_open(self.ports["on_upload"]),
+            "run_stage": lambda: port_is_open(self.ports["run_stage"]),
             "models": lambda: http_ok(f"{self.models_url}/readyz", timeout=2),
         }
         report: dict[str, dict[str, Any]] = {}

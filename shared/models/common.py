@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def utcnow() -> datetime:
@@ -31,7 +31,9 @@ def _no_control_chars(value: str) -> str:
 
 # The patterns only tell API clients (and the OpenAPI document) what the validators enforce:
 # no control characters, and at least one character that is not white space.
-_PRINTABLE = r"^[^\u0000-\u001f\u007f]*[^\s\u0000-\u001f\u007f][^\u0000-\u001f\u007f]*$"
+_PRINTABLE = (
+    r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+)
 
 Name = Annotated[
     str,
@@ -51,9 +53,16 @@ DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class RequestBody(BaseModel):
-    """Base of every body a client sends: unknown fields are an error, not silently dropped."""
+    """Base of every JSON body a client sends: unknown fields are an error, not silently
+    dropped. Booleans are StrictBool wherever they appear: 0 is no boolean."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid")
+
+
+class QueryParams(BaseModel):
+    """Base of query-string models: every value arrives as a string and is converted."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Document(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from shared.models.common import Document, RequestBody, utcnow
 
@@ -97,7 +97,7 @@ class Job(Document):
 class ProcessRequest(RequestBody):
     """Body of POST /manifests/{id}/process (optional)."""
 
-    full: bool = False
+    full: StrictBool = False
     """Reprocess every asset, not only those not processed yet."""
 
 

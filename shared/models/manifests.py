@@ -9,7 +9,15 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from shared.models.assets import AssetType
-from shared.models.common import Description, Document, Name, RequestBody, TagList, utcnow
+from shared.models.common import (
+    Description,
+    Document,
+    Name,
+    QueryParams,
+    RequestBody,
+    TagList,
+    utcnow,
+)
 
 
 class ManifestCategory(StrEnum):
@@ -100,7 +108,7 @@ DEFAULT_SORT_ORDER: dict[ManifestSort, SortOrder] = {
 }
 
 
-class ManifestListQuery(RequestBody):
+class ManifestListQuery(QueryParams):
     category: ManifestCategory | None = None
     status: ManifestStatus | None = None
     sort: ManifestSort = ManifestSort.updated_at

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from shared.models.common import Document, Name, RequestBody, utcnow
 from shared.pipeline.catalog import IMAGE_MODELS, MAX_SCENES, TEXT_MODELS, VIDEO_MODELS
@@ -70,12 +70,12 @@ class GenerateRequest(RequestBody):
     aspect_ratio: Literal["16:9", "9:16"] = "16:9"
     clip_seconds: int = Field(default=4, ge=1, le=60)
     total_seconds: int = Field(default=16, ge=1, le=600)
-    audio: bool = False
+    audio: StrictBool = False
     text_model: str = "local-storyboard-1"
     image_model: str = "local-keyframe-1"
     video_model: str = "local-clip-1"
     run_through: RunThrough = "video"
-    auto_continue: bool = False
+    auto_continue: StrictBool = False
     """Run through without pausing at run_through."""
     manifest_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -90,11 +90,15 @@ class GenerateRequest(RequestBody):
             raise ValueError(f"video_model must be one of {', '.join(VIDEO_MODELS)}")
         if self.clip_seconds not in spec.clip_seconds:
             allowed = ", ".join(str(s) for s in spec.clip_seconds)
-            raise ValueError(f"{spec.name} makes clips of {allowed} seconds, not {self.clip_seconds}")
+            raise ValueError(
+                f"{spec.name} makes clips of {allowed} seconds, not {self.clip_seconds}"
+            )
         if self.total_seconds > spec.max_total_seconds:
             raise ValueError(f"{spec.name} allows at most {spec.max_total_seconds} seconds in all")
         if self.audio and not spec.audio:
-            raise ValueError(f"{spec.name} makes no audio; set audio to false or pick another model")
+            raise ValueError(
+                f"{spec.name} makes no audio; set audio to false or pick another model"
+            )
         if self.total_seconds < self.clip_seconds:
             raise ValueError("total_seconds must be at least one clip long")
         if self.scene_count > MAX_SCENES:
@@ -132,12 +136,12 @@ class Project(Document):
     clip_seconds: int
     total_seconds: int
     scene_count: int
-    audio: bool = False
+    audio: StrictBool = False
     text_model: str
     image_model: str
     video_model: str
     run_through: RunThrough = "video"
-    auto_continue: bool = False
+    auto_continue: StrictBool = False
     status: ProjectStatus = ProjectStatus.PENDING
     stage: Stage | None = None
     """The stage running, staged after, or failed in."""

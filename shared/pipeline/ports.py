@@ -160,3 +160,8 @@ class Stitcher(Protocol):
 
 class ProviderError(Exception):
     """A generation failed for good (after the provider's own retries), with the reason."""
+
+    def __init__(self, message: str, *, scene: int | None = None) -> None:
+        super().__init__(message)
+        self.scene = scene
+        """The scene it failed on, when the pipeline knows it."""

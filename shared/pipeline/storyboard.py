@@ -52,18 +52,25 @@ def _prefix(tag: str) -> str | None:
     return match[1].upper() if match else None
 
 
-def remap_tag(tag: str, assets_by_tag: dict[str, Asset], taken: set[str]) -> str | None:
+def remap_tag(
+    tag: str,
+    assets_by_tag: dict[str, Asset],
+    taken: set[str],
+    aliases: dict[str, str] | None = None,
+) -> str | None:
     """The manifest tag an invented tag stands for, or None: exact, then the same tag
-    spelled otherwise, then an asset's name, then the first unused tag of the same kind."""
+    spelled otherwise, then an asset's name (directly, or the name the storyboard's own
+    character notes give the tag), then the first unused tag of the same kind."""
     if tag in assets_by_tag:
         return tag
     normal = _normal(tag)
     if normal in assets_by_tag:
         return normal
     by_name = {a.name.casefold(): t for t, a in assets_by_tag.items()}
-    named = by_name.get(tag.replace("_", " ").casefold())
-    if named is not None:
-        return named
+    for name in (tag.replace("_", " "), (aliases or {}).get(tag, "")):
+        named = by_name.get(name.casefold())
+        if named is not None:
+            return named
     prefix = _prefix(tag)
     same_kind = sorted(t for t in assets_by_tag if t.split("_")[0] == prefix and t not in taken)
     return same_kind[0] if same_kind else None
@@ -104,13 +111,16 @@ def choose_references(
     return [a.id for a in sorted(placed, key=rank)[:MAX_REFERENCES]]
 
 
-def place_scene(draft: SceneDraft, assets: Sequence[Asset]) -> PlacedScene:
+def place_scene(
+    draft: SceneDraft, assets: Sequence[Asset], aliases: dict[str, str] | None = None
+) -> PlacedScene:
+    """`aliases`: tag → name, from the storyboard's character notes."""
     assets_by_tag = {a.manifest_tag: a for a in assets}
     tags: list[str] = []
     remapped: dict[str, str] = {}
     dropped: list[str] = []
     for tag in draft.asset_tags:
-        real = remap_tag(tag, assets_by_tag, set(tags))
+        real = remap_tag(tag, assets_by_tag, set(tags), aliases)
         if real is None:
             dropped.append(tag)
             continue

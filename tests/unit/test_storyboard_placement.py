@@ -76,3 +76,9 @@ def test_references_follow_the_shot_type_and_stop_at_three() -> None:
 def test_assets_without_images_are_never_references() -> None:
     bare = [*ASSETS, asset("OBJ_01", AssetType.OBJECT, "Key", image=None)]
     assert place_scene(draft(["OBJ_01"], ShotType.INSERT), bare).reference_asset_ids == []
+
+
+def test_a_tag_the_storyboard_names_in_its_character_notes_is_mapped_by_that_name() -> None:
+    placed = place_scene(draft(["HERO"], prompt="HERO looks out"), ASSETS, aliases={"HERO": "Ben"})
+    assert placed.asset_tags == ["CHAR_02"]
+    assert placed.keyframe_prompt.startswith("CHAR_02 looks out")

@@ -1,0 +1,119 @@
+"""Projects as users drive them (G1, G2): generate, watch, stop, resume, rename, delete."""
+
+from __future__ import annotations
+
+from shared.auth import Identity
+from shared.errors import Conflict, NotFound
+from shared.models.common import new_id
+from shared.models.projects import GenerateRequest, Project, ProjectStatus, Scene, Stage
+from shared.pipeline.runner import PipelineRunner
+from shared.repositories.projects import ProjectRepository
+from shared.usage import ManifestUsage
+
+
+class ProjectService:
+    def __init__(
+        self, projects: ProjectRepository, usage: ManifestUsage, runner: PipelineRunner
+    ) -> None:
+        self._projects = projects
+        self._usage = usage
+        self._runner = runner
+
+    def generate(self, identity: Identity, request: GenerateRequest) -> Project:
+        project_id = new_id()
+        snapshot = None
+        if request.manifest_id is not None:
+            # The run reads this snapshot, never the live manifest (G1, M4).
+            snapshot = self._usage.snapshot_for_generation(
+                identity, request.manifest_id, project_id
+            )
+        project = Project(
+            id=project_id,
+            owner_id=identity.uid,
+            name=request.name or request.prompt[:60],
+            prompt=request.prompt,
+            style=request.style,
+            aspect_ratio=request.aspect_ratio,
+            clip_seconds=request.clip_seconds,
+            total_seconds=request.total_seconds,
+            scene_count=request.scene_count,
+            audio=request.audio,
+            text_model=request.text_model,
+            image_model=request.image_model,
+            video_model=request.video_model,
+            run_through=request.run_through,
+            auto_continue=request.auto_continue,
+            manifest_id=request.manifest_id,
+            snapshot_id=snapshot.id if snapshot else None,
+            manifest_version=snapshot.manifest_version if snapshot else None,
+        )
+        self._projects.create(project)
+        self._runner.enqueue(project, Stage.STORYBOARD)
+        return project
+
+    def owned(self, identity: Identity, project_id: str) -> Project:
+        project = self._projects.get(project_id)
+        if project is None or project.owner_id != identity.uid or project.is_deleted:
+            raise NotFound(f"project {project_id} does not exist")
+        return project
+
+    def detail(self, identity: Identity, project_id: str) -> tuple[Project, list[Scene]]:
+        project = self.owned(identity, project_id)
+        return project, self._projects.scenes(project_id)
+
+    def stop(self, identity: Identity, project_id: str) -> Project:
+        project = self.owned(identity, project_id)
+        if project.status.is_terminal:
+            raise Conflict(f"project {project_id} is {project.status.value}; nothing to stop")
+        before = project.model_copy(deep=True)
+        project.status = ProjectStatus.STOPPED
+        project.run += 1  # tasks of the stopped run find another number and quit
+        return self._projects.save(before, project)
+
+    def resume(self, identity: Identity, project_id: str) -> Project:
+        """Continues from the first stage not done; failed scenes are tried again."""
+        project = self.owned(identity, project_id)
+        if project.status not in (
+            ProjectStatus.STOPPED,
+            ProjectStatus.FAILED,
+            ProjectStatus.STAGED,
+        ):
+            raise Conflict(
+                f"project {project_id} is {project.status.value}; only stopped, failed or "
+                "staged projects resume"
+            )
+        pending = [stage for stage in Stage if stage not in project.stages_done]
+        if not pending:
+            raise Conflict(f"project {project_id} has no stage left to run")
+        before = project.model_copy(deep=True)
+        project.run += 1
+        project.status = pending[0].status
+        project.stage = pending[0]
+        project.error = None
+        # Past run_through the pipeline only pauses again at the next resume's stage if it is
+        # the run_through stage itself, which is done: it runs on to the end.
+        saved = self._projects.save(before, project)
+        self._runner.enqueue(saved, pending[0])
+        return saved
+
+    def rename(self, identity: Identity, project_id: str, name: str) -> Project:
+        project = self.owned(identity, project_id)
+        before = project.model_copy(deep=True)
+        project.name = name
+        return self._projects.save(before, project)
+
+    def delete(self, identity: Identity, project_id: str) -> None:
+        project = self.owned(identity, project_id)
+        before = project.model_copy(deep=True)
+        project.is_deleted = True
+        if not project.status.is_terminal:
+            project.status = ProjectStatus.STOPPED
+            project.run += 1
+        self._projects.save(before, project)
+
+    def list(
+        self, identity: Identity, status: ProjectStatus | None, limit: int, cursor: str | None
+    ) -> tuple[list[Project], str | None]:
+        return self._projects.list_for_owner(
+            identity.uid, status.value if status else None, limit, cursor
+        )
