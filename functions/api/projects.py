@@ -101,6 +101,15 @@ class ProjectListQuery(QueryParams):
     cursor: str | None = Field(default=None, max_length=200)
 
 
+class EstimateView(BaseModel):
+    """List-price cost of a run before it starts, by stage (USD)."""
+
+    storyboard: float
+    keyframes: float
+    clips: float
+    total: float
+
+
 class RenameRequest(RequestBody):
     name: Name
 
@@ -115,6 +124,22 @@ def _project(call: Call) -> Project:
 
 def generate(call: Call) -> ProjectView:
     return ProjectView.of(services().projects.generate(call.identity, call.body))
+
+
+def estimate_cost(call: Call) -> EstimateView:
+    from shared.pipeline.projects import estimate
+
+    body: GenerateRequest = call.body
+    asset_count = 0
+    if body.manifest_id:
+        asset_count = (
+            services().registry.owned_manifest(call.identity, body.manifest_id).asset_count
+        )
+    cost = estimate(body, asset_count)
+    return EstimateView(
+        storyboard=round(cost.storyboard, 4), keyframes=round(cost.keyframes, 4),
+        clips=round(cost.clips, 4), total=round(cost.total, 4),
+    )  # fmt: skip
 
 
 def list_(call: Call) -> ProjectPage:
@@ -190,6 +215,9 @@ ROUTES = [
     Route("POST", "/generate", generate, "Start a video from a prompt (and a READY manifest); 202",
           202, GenerateRequest, response=ProjectView, tag="projects",
           errors=(400, 404, 409, 413, 415, 422)),
+    Route("POST", "/generate/estimate", estimate_cost,
+          "What a generate with these settings would cost at list prices", body=GenerateRequest,
+          response=EstimateView, tag="projects", errors=(400, 404, 413, 415, 422)),
     Route("GET", "/projects", list_, "List your projects, newest first", query=ProjectListQuery,
           response=ProjectPage, tag="projects", errors=(422,)),
     Route("GET", ONE, get, "A project with its scenes", response=ProjectDetail, tag="projects",

@@ -6,9 +6,24 @@ from shared.auth import Identity
 from shared.errors import Conflict, NotFound
 from shared.models.common import new_id
 from shared.models.projects import GenerateRequest, Project, ProjectStatus, Scene, Stage
+from shared.pipeline.prices import CostEstimate, estimate_run
 from shared.pipeline.runner import PipelineRunner
 from shared.repositories.projects import ProjectRepository
 from shared.usage import ManifestUsage
+
+
+def estimate(request: GenerateRequest, asset_count: int = 0) -> CostEstimate:
+    """What the run should cost at list prices, before anything runs (G5)."""
+    return estimate_run(
+        text_model=request.text_model,
+        image_model=request.image_model,
+        video_model=request.video_model,
+        scene_count=request.scene_count,
+        clip_seconds=request.clip_seconds,
+        audio=request.audio,
+        asset_count=asset_count,
+        references_per_keyframe=3 if request.manifest_id else 0,
+    )
 
 
 class ProjectService:
@@ -46,6 +61,9 @@ class ProjectService:
             manifest_id=request.manifest_id,
             snapshot_id=snapshot.id if snapshot else None,
             manifest_version=snapshot.manifest_version if snapshot else None,
+        )
+        project.cost.estimate_usd = round(
+            estimate(request, len(snapshot.asset_ids) if snapshot else 0).total, 4
         )
         self._projects.create(project)
         self._runner.enqueue(project, Stage.STORYBOARD)

@@ -264,3 +264,24 @@ def test_projects_are_listed_newest_first_and_only_to_their_owner(api: Api, task
     api.ok("PATCH", f"/projects/{first['id']}", json={"name": "Renamed"})
     assert api.call("DELETE", f"/projects/{second['id']}").status_code == 204
     assert [p["name"] for p in api.ok("GET", "/projects")["items"]] == ["Renamed"]
+
+
+def test_the_cost_is_estimated_before_running_and_local_models_cost_nothing(
+    api: Api, tasks: Tasks
+) -> None:
+    veo = {"prompt": "a test prompt", "video_model": "veo-3.0-fast-generate-001", "clip_seconds": 8,
+           "total_seconds": 32, "text_model": "gemini-2.5-flash", "image_model": "gemini-2.5-flash-image"}  # fmt: skip
+    paid = api.ok("POST", "/generate/estimate", json=veo)
+    assert paid["clips"] > 0 and paid["keyframes"] > 0
+    assert paid["total"] == pytest.approx(
+        paid["storyboard"] + paid["keyframes"] + paid["clips"], abs=1e-3
+    )
+    with_audio = api.ok("POST", "/generate/estimate", json={**veo, "audio": True})
+    assert with_audio["clips"] > paid["clips"]
+    local = api.ok("POST", "/generate/estimate", json={"prompt": "a test prompt"})
+    assert local["total"] == 0
+    created = generate(api)
+    tasks.deliver_all()
+    cost = project(api, created["id"])["project"]["cost"]
+    assert cost["estimate_usd"] == 0 and cost["spent_usd"] == 0
+    assert tasks.queued == []
