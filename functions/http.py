@@ -40,7 +40,7 @@ class Call:
     """What a handler gets: who is calling, the parsed inputs and the raw request."""
 
     identity: Identity
-    path: dict[str, str]
+    path: dict[str, Any]
     body: Any
     query: Any
     request: flask.Request

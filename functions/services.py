@@ -8,6 +8,7 @@ from functools import lru_cache
 from shared.auth import IdentityVerifier, verifier_for
 from shared.clients import firestore_client
 from shared.manifesting.jobs import ManifestingJobs
+from shared.pipeline.checkpoints import CheckpointService
 from shared.pipeline.projects import ProjectService
 from shared.pipeline.providers import providers_for
 from shared.pipeline.runner import PipelineRunner
@@ -35,6 +36,7 @@ class Services:
     projects: ProjectService
     projects_repo: ProjectRepository
     pipeline: PipelineRunner
+    checkpoints: CheckpointService
 
 
 @lru_cache(maxsize=1)
@@ -49,6 +51,7 @@ def services() -> Services:
     pipeline = PipelineRunner(
         projects_repo, usage.read_snapshot, blobs, default_dispatcher, providers_for, settings
     )
+    project_service = ProjectService(projects_repo, usage, pipeline)
     return Services(
         settings=settings,
         registry=registry,
@@ -59,7 +62,16 @@ def services() -> Services:
         manifesting=ManifestingJobs(
             registry, repository, JobRepository(db), default_dispatcher, settings.tasks
         ),
-        projects=ProjectService(projects_repo, usage, pipeline),
+        projects=project_service,
         projects_repo=projects_repo,
         pipeline=pipeline,
+        checkpoints=CheckpointService(
+            project_service,
+            projects_repo,
+            pipeline,
+            blobs,
+            providers_for,
+            usage.read_snapshot,
+            settings,
+        ),
     )

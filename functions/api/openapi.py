@@ -13,6 +13,7 @@ from shared.models.views import ErrorBody
 
 REF = "#/components/schemas/{model}"
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+_TYPED_PARAM = re.compile(r"<(?:([a-z]+):)?([a-z_]+)>")
 _REASONS = {
     400: "The request cannot be read (malformed JSON, bad cursor).",
     401: "No valid identity.",
@@ -74,8 +75,15 @@ def _operation(route: Route, auth_optional: bool) -> dict[str, Any]:
         f"_{route.handler.__name__.strip('_')}",
         "tags": [route.tag],
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PARAM.findall(route.path)
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 0}
+                if converter == "int"
+                else {"type": "string"},
+            }
+            for converter, name in _TYPED_PARAM.findall(route.path)
         ],
     }
     if route.query is not None:

@@ -114,10 +114,6 @@ class RenameRequest(RequestBody):
     name: Name
 
 
-class CheckpointList(BaseModel):
-    items: list[dict[str, Any]]
-
-
 def _project(call: Call) -> Project:
     return services().projects.owned(call.identity, call.path["project_id"])
 
@@ -184,8 +180,8 @@ def video(call: Call) -> Reply:
 
 def _scene_media(call: Call, field: str) -> Reply:
     project, scenes = services().projects.detail(call.identity, call.path["project_id"])
-    index = call.path["index"]
-    scene = next((s for s in scenes if str(s.index) == index), None)
+    index = int(call.path["index"])
+    scene = next((s for s in scenes if s.index == index), None)
     name = getattr(scene, field) if scene else None
     if name is None:
         raise NotFound(f"scene {index} of project {project.id} has no such file yet")
@@ -204,13 +200,8 @@ def clip(call: Call) -> Reply:
     return _scene_media(call, "clip_object")
 
 
-def checkpoints(call: Call) -> CheckpointList:
-    project = _project(call)
-    return CheckpointList(items=services().projects_repo.checkpoints(project.id))
-
-
 ONE = "/projects/<project_id>"
-SCENE = f"{ONE}/scenes/<index>"
+SCENE = f"{ONE}/scenes/<int:index>"
 ROUTES = [
     Route("POST", "/generate", generate, "Start a video from a prompt (and a READY manifest); 202",
           202, GenerateRequest, response=ProjectView, tag="projects",
@@ -233,8 +224,6 @@ ROUTES = [
           response=ProjectView, tag="projects", errors=(404, 409)),
     Route("GET", f"{ONE}/video", video, "Redirect to the finished video", 302, tag="projects",
           errors=(404,)),
-    Route("GET", f"{ONE}/checkpoints", checkpoints, "The project's checkpoints, oldest first",
-          response=CheckpointList, tag="checkpoints", errors=(404,)),
     Route("GET", f"{SCENE}/start-frame", start_frame, "Redirect to a scene's first keyframe", 302,
           tag="projects", errors=(404,)),
     Route("GET", f"{SCENE}/end-frame", end_frame, "Redirect to a scene's last keyframe", 302,

@@ -124,6 +124,12 @@ class CostLedger(Document):
     by_stage: dict[Stage, float] = Field(default_factory=dict)
 
 
+class Branch(Document):
+    parent: str | None = None
+    from_checkpoint: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Project(Document):
     """`projects/{id}`; scenes in `projects/{id}/scenes/{index:03d}`."""
 
@@ -152,6 +158,8 @@ class Project(Document):
     manifest_version: int | None = None
     forked_from: str | None = None
     branch: str = "main"
+    branches: dict[str, Branch] = Field(default_factory=lambda: {"main": Branch()})
+    """Every branch of the project: an edited checkpoint continues on a new one (C3)."""
     current_checkpoint_id: str | None = None
     final_video_object: str | None = None
     cost: CostLedger = Field(default_factory=CostLedger)

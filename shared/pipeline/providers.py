@@ -26,7 +26,7 @@ def _api_key() -> str:
 
 
 def providers_for(project: Project) -> Providers:
-    from shared.pipeline import local_provider as local
+    import shared.pipeline.local_provider as local
 
     base_url = get_settings().models.gemini_base_url
     text: TextModel

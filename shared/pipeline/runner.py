@@ -14,11 +14,11 @@ import hashlib
 import logging
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
 
 from pydantic import Field
 
-from shared.models.common import Document, RequestBody, new_id, utcnow
+from shared.models.checkpoints import Checkpoint
+from shared.models.common import RequestBody, new_id, utcnow
 from shared.models.projects import (
     RUN_THROUGH_STAGE,
     MediaState,
@@ -70,18 +70,9 @@ class StageOutcome(StrEnum):
     FAILED = "failed"
 
 
-class Checkpoint(Document):
-    """`projects/{id}/checkpoints/{id}`: after each stage, what it made (C1). Immutable."""
-
-    id: str
-    stage: Stage
-    branch: str
-    parent_id: str | None
-    artifacts: dict[str, Any]
-    created_at: Any = Field(default_factory=utcnow)
-
-
-def _store(blobs: BlobStore, bucket: str, data: bytes, content_type: str, extension: str) -> str:
+def store_media(
+    blobs: BlobStore, bucket: str, data: bytes, content_type: str, extension: str
+) -> str:
     """Content-addressed, like every derived object: a retried write rewrites the same one."""
     name = f"pipeline/{hashlib.sha256(data).hexdigest()}.{extension}"
     blobs.put(bucket, name, data, content_type)
@@ -180,16 +171,18 @@ class PipelineRunner:
 
     def _finish_stage(self, project: Project, stage: Stage) -> Project:
         scenes = self._projects.scenes(project.id)
+        before = project.model_copy(deep=True)
+        project.stages_done.append(stage)
         checkpoint = Checkpoint(
             id=new_id(),
             stage=stage,
             branch=project.branch,
             parent_id=project.current_checkpoint_id,
-            artifacts=_artifacts(stage, project, scenes),
+            stages_done=project.stages_done,
+            scenes=scenes,
+            final_video_object=project.final_video_object,
         )
-        self._projects.add_checkpoint(project.id, checkpoint.id, checkpoint.model_dump(mode="json"))
-        before = project.model_copy(deep=True)
-        project.stages_done.append(stage)
+        self._projects.add_checkpoint(project.id, checkpoint)
         project.current_checkpoint_id = checkpoint.id
         spent = round(sum(s.cost_usd for s in scenes), 6)
         ledger = project.cost
@@ -260,7 +253,7 @@ class PipelineRunner:
 
     # ----- keyframes -------------------------------------------------------------------------
 
-    def _references(self, project: Project, scene: Scene) -> list[ReferenceImage]:
+    def references(self, project: Project, scene: Scene) -> list[ReferenceImage]:
         if not project.snapshot_id or not scene.reference_asset_ids:
             return []
         snapshot = self._snapshots(project.snapshot_id)
@@ -283,7 +276,7 @@ class PipelineRunner:
         for scene in self._projects.scenes(project.id):
             if scene.keyframe_state is MediaState.DONE:
                 continue
-            references = self._references(project, scene)
+            references = self.references(project, scene)
             try:
                 start = asyncio.run(
                     providers.image.keyframe(
@@ -308,10 +301,10 @@ class PipelineRunner:
             except ProviderError as error:
                 raise ProviderError(str(error), scene=scene.index) from error
             after = scene.model_copy(deep=True)
-            after.start_frame_object = _store(
+            after.start_frame_object = store_media(
                 self._blobs, self._bucket, start.data, start.content_type, "png"
             )
-            after.end_frame_object = _store(
+            after.end_frame_object = store_media(
                 self._blobs, self._bucket, end.data, end.content_type, "png"
             )
             after.keyframe_state = MediaState.DONE
@@ -342,7 +335,7 @@ class PipelineRunner:
             if operation.error:
                 raise ProviderError(operation.error, scene=scene.index)
             if operation.done and operation.video is not None:
-                after.clip_object = _store(
+                after.clip_object = store_media(
                     self._blobs, self._bucket, operation.video, "video/mp4", "mp4"
                 )
                 after.clip_state = MediaState.DONE
@@ -387,27 +380,8 @@ class PipelineRunner:
             clips.append(data)
         final = providers.stitcher.stitch(clips)
         before = project.model_copy(deep=True)
-        project.final_video_object = _store(self._blobs, self._bucket, final, "video/mp4", "mp4")
+        project.final_video_object = store_media(
+            self._blobs, self._bucket, final, "video/mp4", "mp4"
+        )
         self._projects.save(before, project)
         return True
-
-
-def _artifacts(stage: Stage, project: Project, scenes: list[Scene]) -> dict[str, Any]:
-    """What a checkpoint holds: object names are content hashes, so they never change."""
-    if stage is Stage.STORYBOARD:
-        return {
-            "storyboard": [s.model_dump(mode="json", include=_STORYBOARD_FIELDS) for s in scenes]
-        }
-    if stage is Stage.KEYFRAMES:
-        return {
-            "keyframes": {str(s.index): [s.start_frame_object, s.end_frame_object] for s in scenes}
-        }
-    if stage is Stage.CLIPS:
-        return {"clips": {str(s.index): s.clip_object for s in scenes}}
-    return {"final_video": project.final_video_object}
-
-
-_STORYBOARD_FIELDS = {
-    "index", "title", "description", "shot_type", "keyframe_prompt", "end_keyframe_prompt",
-    "motion_prompt", "asset_tags", "remapped_tags", "reference_asset_ids",
-}  # fmt: skip

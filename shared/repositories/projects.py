@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from google.cloud import firestore
 
+from shared.models.checkpoints import ArtifactVersion, Checkpoint, Draft
 from shared.models.common import utcnow
 from shared.models.projects import Project, Scene
 from shared.repositories.documents import changed_fields, from_firestore, to_firestore
@@ -80,12 +79,39 @@ class ProjectRepository:
 
     # ----- checkpoints and artifacts (immutable: created once, never updated) ---------------
 
-    def add_checkpoint(self, project_id: str, checkpoint_id: str, data: dict[str, Any]) -> None:
-        self.ref(project_id).collection("checkpoints").document(checkpoint_id).set(data)
+    def add_checkpoint(self, project_id: str, checkpoint: Checkpoint) -> None:
+        ref = self.ref(project_id).collection("checkpoints").document(checkpoint.id)
+        ref.create(to_firestore(checkpoint))
 
-    def checkpoints(self, project_id: str) -> list[dict[str, Any]]:
-        docs = [s.to_dict() or {} for s in self.ref(project_id).collection("checkpoints").stream()]
-        return sorted(docs, key=lambda d: d.get("created_at") or utcnow())
+    def checkpoints(self, project_id: str) -> list[Checkpoint]:
+        found = [
+            Checkpoint.model_validate(s.to_dict())
+            for s in self.ref(project_id).collection("checkpoints").stream()
+        ]
+        return sorted(found, key=lambda c: (c.created_at, c.id))
+
+    def checkpoint(self, project_id: str, checkpoint_id: str) -> Checkpoint | None:
+        ref = self.ref(project_id).collection("checkpoints").document(checkpoint_id)
+        return from_firestore(Checkpoint, ref.get().to_dict())
+
+    def draft(self, project_id: str, checkpoint_id: str) -> Draft:
+        ref = self.ref(project_id).collection("drafts").document(checkpoint_id)
+        return from_firestore(Draft, ref.get().to_dict()) or Draft(checkpoint_id=checkpoint_id)
+
+    def save_draft(self, project_id: str, draft: Draft) -> None:
+        ref = self.ref(project_id).collection("drafts").document(draft.checkpoint_id)
+        ref.set(to_firestore(draft))
+
+    def add_artifact(self, project_id: str, artifact: ArtifactVersion) -> None:
+        ref = self.ref(project_id).collection("artifacts").document(artifact.id)
+        ref.create(to_firestore(artifact))
+
+    def artifacts(self, project_id: str) -> list[ArtifactVersion]:
+        found = [
+            ArtifactVersion.model_validate(s.to_dict())
+            for s in self.ref(project_id).collection("artifacts").stream()
+        ]
+        return sorted(found, key=lambda a: (a.scene, a.kind, a.version))
 
 
 def _sort_key(project: Project) -> str:

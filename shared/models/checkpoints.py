@@ -1,0 +1,112 @@
+"""Checkpoints (C1–C4): after each stage, the whole state of a project's scenes, immutable.
+
+A checkpoint holds every scene as it stood (prompts, placed tags, keyframe and clip object
+names, all content-addressed and so never overwritten): going back to one, or branching from
+it, needs nothing else. Edits never change a checkpoint: they go to a draft on it
+(`projects/{id}/drafts/{checkpoint_id}`), each edited artifact as a new version document, and
+continuing from an edited checkpoint starts a new branch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, StrictBool
+
+from shared.models.common import Document, RequestBody, utcnow
+from shared.models.projects import Scene, Stage
+from shared.pipeline.ports import ShotType
+
+
+class Checkpoint(Document):
+    id: str
+    stage: Stage
+    branch: str
+    parent_id: str | None = None
+    stages_done: list[Stage]
+    scenes: list[Scene]
+    final_video_object: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def artifacts(self) -> dict[str, Any]:
+        """What this checkpoint's own stage made."""
+        if self.stage is Stage.STORYBOARD:
+            return {"storyboard": [s.index for s in self.scenes]}
+        if self.stage is Stage.KEYFRAMES:
+            return {
+                "keyframes": {
+                    s.index: [s.start_frame_object, s.end_frame_object] for s in self.scenes
+                }
+            }
+        if self.stage is Stage.CLIPS:
+            return {"clips": {s.index: s.clip_object for s in self.scenes}}
+        return {"final_video": self.final_video_object}
+
+
+class ArtifactKind(StrEnum):
+    SCENE = "scene"
+    KEYFRAME = "keyframe"
+    CLIP = "clip"
+
+
+class ArtifactVersion(Document):
+    """`projects/{id}/artifacts/{id}`: one version of one scene's artifact. Immutable."""
+
+    id: str
+    checkpoint_id: str
+    scene: int
+    kind: ArtifactKind
+    version: int
+    made_by: Literal["edited", "uploaded", "regenerated"]
+    fields: dict[str, Any] = Field(default_factory=dict)
+    """The scene fields (storyboard edits) or object names (keyframes, clips) of the version."""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Draft(Document):
+    """Edits waiting on a checkpoint until the user continues from it."""
+
+    checkpoint_id: str
+    scenes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Scene index → the fields that replace the checkpoint's."""
+    redo_clips: list[int] = Field(default_factory=list)
+    """Scenes whose clip is to be made again when the project continues."""
+    artifact_ids: list[str] = Field(default_factory=list)
+    continued_as: str | None = None
+    """The branch that consumed the draft; a consumed draft is kept, not edited again."""
+
+    @property
+    def edited(self) -> bool:
+        return bool(self.scenes or self.redo_clips)
+
+
+class SceneEdit(RequestBody):
+    """Storyboard fields of one scene, at the storyboard checkpoint (C2)."""
+
+    title: str | None = Field(default=None, min_length=1, max_length=120)
+    description: str | None = Field(default=None, max_length=4000)
+    shot_type: ShotType | None = None
+    keyframe_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    end_keyframe_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    motion_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    asset_tags: list[str] | None = Field(default=None, max_length=10)
+
+
+class KeyframeRegenerate(RequestBody):
+    """Regenerate a keyframe at the keyframes checkpoint, optionally with a new prompt."""
+
+    frame: Literal["start", "end"] = "start"
+    prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+
+
+class ClipRegenerate(RequestBody):
+    """Make a scene's clip again at the clips checkpoint, optionally with a new motion prompt."""
+
+    motion_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+
+
+class ContinueRequest(RequestBody):
+    auto_continue: StrictBool = False
+    """Run to the end without pausing."""
