@@ -202,7 +202,73 @@ def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
              if a["face_group_id"] and a["face_group_id"] == settled["face_group_id"] and a["id"] != extra["id"]]  # fmt: skip
     say(f"   images detected this run: {job['counters']['images_detected']}; "
         f"{settled['manifest_tag']} joined the face group of {', '.join(mates) or 'nobody'}")  # fmt: skip
-    say(f"\nDone: manifest {mid} in Firestore, thumbnails and contact sheet in {out_dir}")
+    make_video(api, mid, out_dir)
+    say(f"\nDone: manifest {mid} in Firestore; thumbnails, contact sheet and video in {out_dir}")
+
+
+def wait_for_project(
+    api: Client, pid: str, until: set[str], seconds: float = 600
+) -> dict[str, Any]:
+    """Watches the project stage by stage, as a client listening to it would."""
+    started, last = time.monotonic(), None
+    while True:
+        detail: dict[str, Any] = api("GET", f"/projects/{pid}")
+        project = detail["project"]
+        if (project["status"], project["stage"]) != last:
+            last = (project["status"], project["stage"])
+            say(f"   [{time.monotonic() - started:5.1f}s] {project['status']:<13} "
+                f"stage {project['stage']} on branch {project['branch']}")  # fmt: skip
+        if project["status"] in until:
+            return detail
+        if project["status"] == "failed":
+            raise SystemExit(f"generation failed: {project['error']}")
+        if time.monotonic() - started > seconds:
+            raise SystemExit(f"project {pid} did not reach {until} within {seconds}s")
+        time.sleep(0.3)
+
+
+def make_video(api: Client, mid: str, out_dir: Path) -> None:
+    say("\n13. generate: a prompt and the manifest; staged after the storyboard for review")
+    settings = {"prompt": "two old friends meet at a bus stop and share a memory",
+                "manifest_id": mid, "clip_seconds": 2, "total_seconds": 8, "run_through": "storyboard"}  # fmt: skip
+    estimate = api("POST", "/generate/estimate", json=settings)
+    say(f"   estimate before running: ${estimate['total']:.2f} (local models cost nothing)")
+    project = api("POST", "/generate", 202, json=settings)
+    pid = project["id"]
+    say(f"   project {pid}: {project['scene_count']} scenes, snapshot {project['snapshot_id']} "
+        f"of manifest version {project['manifest_version']}")  # fmt: skip
+    detail = wait_for_project(api, pid, {"staged"})
+    say("   storyboard and scene manifests:")
+    for scene in detail["scenes"]:
+        remapped = f"  remapped {scene['remapped_tags']}" if scene["remapped_tags"] else ""
+        say(f"     [{scene['index']}] {scene['shot_type']:<17} {scene['title'][:40]:<40} "
+            f"tags {scene['asset_tags']} refs {len(scene['reference_asset_ids'])}{remapped}")  # fmt: skip
+        say(f"         {scene['keyframe_prompt'][:110]}")
+
+    say("\n14. edit scene 0 at the storyboard checkpoint, then continue (a new branch)")
+    tree = api("GET", f"/projects/{pid}/checkpoints")
+    storyboard = tree["current_checkpoint_id"]
+    api("PATCH", f"/projects/{pid}/checkpoints/{storyboard}/scenes/0",
+        json={"title": "The bus arrives", "shot_type": "wide"})  # fmt: skip
+    continued = api("POST", f"/projects/{pid}/checkpoints/{storyboard}/continue", 202,
+                    json={"auto_continue": True})  # fmt: skip
+    say(f"   continuing on branch {continued['branch']}")
+    detail = wait_for_project(api, pid, {"complete"})
+
+    say("\n15. checkpoint tree")
+    tree = api("GET", f"/projects/{pid}/checkpoints")
+    for branch in tree["branches"]:
+        origin = f" from {branch['parent']}" if branch["parent"] else ""
+        say(f"   branch {branch['name']}{origin}: {branch['checkpoints']} checkpoint(s)")
+    for checkpoint in tree["items"]:
+        current = "  <- current" if checkpoint["is_current"] else ""
+        say(f"     {checkpoint['id']} {checkpoint['stage']:<10} {checkpoint['branch']:<7} "
+            f"parent {checkpoint['parent_id']}{current}")  # fmt: skip
+    video = requests.get(f"{api.base}/projects/{pid}/video", timeout=TIMEOUT)
+    target = out_dir / "final.mp4"
+    target.write_bytes(video.content)
+    cost = detail["project"]["cost"]
+    say(f"   final video: {target} ({len(video.content)} bytes); spent ${cost['spent_usd']:.2f}")
 
 
 def run_job(api: Client, path: str) -> dict[str, Any]:
