@@ -116,7 +116,7 @@ class PipelineRunner:
         if project is None or project.is_deleted or project.run != task.run:
             return StageOutcome.DONE  # gone, or a task of a stopped run
         if project.status.is_terminal or task.stage in project.stages_done:
-            self._after(project, task.stage, resend=True)
+            self._after(project, task.stage)
             return StageOutcome.DONE
         previous = (
             list(Stage)[list(Stage).index(task.stage) - 1]
@@ -141,11 +141,14 @@ class PipelineRunner:
             return StageOutcome.FAILED
         if not finished:
             return StageOutcome.WAITING
-        project = self._finish_stage(project, task.stage)
-        self._after(project, task.stage, resend=False)
+        current = self._projects.get(project.id)
+        if current is None or current.run != task.run:
+            return StageOutcome.DONE  # stopped while the stage ran: its work stays, unrecorded
+        project = self._finish_stage(current, task.stage)
+        self._after(project, task.stage)
         return StageOutcome.DONE
 
-    def _after(self, project: Project, stage: Stage, *, resend: bool) -> None:
+    def _after(self, project: Project, stage: Stage) -> None:
         """What follows a finished stage: the next stage, a staged pause, or the end."""
         if project.status is ProjectStatus.STAGED or project.status.is_terminal:
             return
