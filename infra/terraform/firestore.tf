@@ -95,6 +95,61 @@ resource "google_firestore_index" "projects_by_manifest_status" {
   }
 }
 
+# The project list (ProjectRepository.list_for_owner): one owner's projects that are not
+# deleted, optionally of one status, newest first, paged with a range filter on
+# sort_created_at. As with manifests, Firestore serves it only from an index holding exactly
+# those equality fields followed by the sort key in that direction; the code never asks for
+# the oldest first, so there is no ascending twin.
+resource "google_firestore_index" "projects_by_owner_created" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "projects"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "is_deleted"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "sort_created_at"
+    order      = "DESCENDING"
+  }
+}
+
+# The same list narrowed to one status (?status=...).
+resource "google_firestore_index" "projects_by_owner_status_created" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "projects"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner_id"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "is_deleted"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = "sort_created_at"
+    order      = "DESCENDING"
+  }
+}
+
 # Crops extracted from a source asset, in display order. Assets are only ever queried under
 # one manifest (manifests/{id}/assets), never as a collection group, so the index is scoped to
 # the collection.

@@ -1,5 +1,5 @@
 locals {
-  # What both functions read through shared.settings (FRAMEFORK_ prefix, "__" between a group
+  # What every function reads through shared.settings (FRAMEFORK_ prefix, "__" between a group
   # and its field). GOOGLE_CLOUD_PROJECT is set explicitly: the Python runtimes of Cloud
   # Functions gen2 no longer provide it.
   common_env = {
@@ -11,6 +11,15 @@ locals {
     # Tags each log line with its execution id, to follow one request or event.
     LOG_EXECUTION_ID = "true"
   }
+
+  # run_stage's address, known before the function exists: run_stage enqueues the next stage
+  # to itself, and a function's environment cannot refer to its own resource. A gen2 function
+  # is the Cloud Run service of the same name, and Cloud Run gives every service the
+  # deterministic URL https://SERVICE-PROJECT_NUMBER.REGION.run.app beside its hashed one (the
+  # check "run_stage_url" below confirms it after each apply). run.app, not cloudfunctions.net:
+  # that is the address through which Cloud Tasks counts as internal traffic.
+  run_stage_name = "${var.name_prefix}-run-stage"
+  run_stage_url  = "https://${local.run_stage_name}-${data.google_project.this.number}.${var.region}.run.app"
 
   # Only what each function adds to common_env (kept apart so the unit tests can read both).
   api_env = {
@@ -28,16 +37,29 @@ locals {
     FRAMEFORK_TASKS__PIPELINE_QUEUE    = google_cloud_tasks_queue.pipeline.name
     # Manifesting tasks go to the model service's Cloud Tasks target...
     FRAMEFORK_TASKS__MANIFESTING_URL = "${google_cloud_run_v2_service.model_service.uri}/tasks/run_job"
-    # ...with an OIDC token of the one identity that may invoke it.
+    # ...the first stage of a generation to run_stage...
+    FRAMEFORK_TASKS__PIPELINE_URL = local.run_stage_url
+    # ...both with an OIDC token of the one identity that may invoke them.
     FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT = google_service_account.tasks_invoker.email
   }
 
   on_upload_env = {
     THREADS = "1"
   }
+
+  # run_stage enqueues each following stage, and the delayed tasks that poll clips, into the
+  # pipeline queue, addressed to itself, exactly as the API enqueues the first one.
+  run_stage_env = {
+    # One task per instance (see max_instance_request_concurrency).
+    THREADS                                  = "1"
+    FRAMEFORK_TASKS__LOCATION                = google_cloud_tasks_queue.pipeline.location
+    FRAMEFORK_TASKS__PIPELINE_QUEUE          = google_cloud_tasks_queue.pipeline.name
+    FRAMEFORK_TASKS__PIPELINE_URL            = local.run_stage_url
+    FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT = google_service_account.tasks_invoker.email
+  }
 }
 
-# Images of both functions. Without it Cloud Functions creates gcf-artifacts, which keeps every
+# Images of the functions. Without it Cloud Functions creates gcf-artifacts, which keeps every
 # image forever and on which the build identity would need a project-wide writer role.
 resource "google_artifact_registry_repository" "functions" {
   #checkov:skip=CKV_GCP_84:Images hold the functions code and its dependencies, no user data; Google-managed encryption covers them, and a customer-managed key would make every build and image pull depend on Cloud KMS.
@@ -107,13 +129,26 @@ resource "google_cloudfunctions2_function" "api" {
     max_instance_count               = var.api_max_instances
     timeout_seconds                  = 60
     environment_variables            = merge(local.common_env, local.api_env)
+
+    # Regenerating a keyframe (POST .../keyframe/regenerate) calls the project's image model
+    # within the request; with a Gemini model that needs the key. Resolved from Secret Manager
+    # when an instance starts, as the function's identity, so it is in neither the state nor
+    # the function's configuration.
+    secret_environment_variables {
+      key        = "FRAMEFORK_MODELS__GEMINI_API_KEY"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.gemini_api_key.secret_id
+      version    = "latest"
+    }
   }
 
-  # The build identity must hold its roles before Cloud Functions starts a build with it.
+  # The build identity must hold its roles before Cloud Functions starts a build with it, and
+  # a revision starts only once its identity can read the secret.
   depends_on = [
     google_project_iam_member.functions_build_log_writer,
     google_project_iam_member.functions_build_reads_sources,
     google_artifact_registry_repository_iam_member.functions_build_pushes_images,
+    google_secret_manager_secret_iam_member.api_reads_gemini_key,
   ]
 }
 
@@ -201,4 +236,94 @@ resource "google_cloud_run_service_iam_member" "on_upload_trigger_invoker" {
   service  = google_cloudfunctions2_function.on_upload.name
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.on_upload.email}"
+}
+
+resource "google_cloudfunctions2_function" "run_stage" {
+  name        = local.run_stage_name
+  project     = var.project_id
+  location    = var.region
+  description = "Runs one generation stage (storyboard, keyframes, clips, stitch) per Cloud Task of the pipeline queue."
+  labels      = local.labels
+
+  build_config {
+    runtime           = "python311"
+    entry_point       = "run_stage"
+    service_account   = google_service_account.functions_build.id
+    docker_repository = google_artifact_registry_repository.functions.id
+
+    source {
+      storage_source {
+        bucket = google_storage_bucket.functions_source.name
+        object = google_storage_bucket_object.functions_source.name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email = google_service_account.run_stage.email
+    # Only the pipeline queue calls it, at the run.app URL, which Cloud Tasks in the same
+    # project reaches as internal traffic; nothing on the internet does, whatever IAM says.
+    ingress_settings               = "ALLOW_INTERNAL_ONLY"
+    all_traffic_on_latest_revision = true
+    # Stitching holds every clip, their copies in /tmp (memory-backed here) and the final
+    # video at once, and ffmpeg (the imageio-ffmpeg binary) re-encodes on the one vCPU.
+    available_memory = "2Gi"
+    available_cpu    = "1"
+    # One stage per instance: a stitch must not share its memory with another.
+    max_instance_request_concurrency = 1
+    min_instance_count               = 0
+    # The queue dispatches at most this many tasks at once (tasks.tf), so a dispatch never
+    # finds every instance busy (a 429, which Cloud Tasks answers by slowing the whole queue).
+    max_instance_count = var.run_stage_max_instances
+    # Cloud Tasks waits at most 30 min for an HTTP target (the dispatch deadline the code sets
+    # on every task, shared/tasks.py); a stage that runs longer is retried anyway.
+    timeout_seconds       = 1800
+    environment_variables = merge(local.common_env, local.run_stage_env)
+
+    # Gemini and Veo calls of projects that use them (shared/pipeline/providers.py).
+    secret_environment_variables {
+      key        = "FRAMEFORK_MODELS__GEMINI_API_KEY"
+      project_id = var.project_id
+      secret     = google_secret_manager_secret.gemini_api_key.secret_id
+      version    = "latest"
+    }
+  }
+
+  # The build grants as for the other functions; a revision starts only once its identity
+  # can read the secret, and its first task needs the other grants.
+  depends_on = [
+    google_project_iam_member.functions_build_log_writer,
+    google_project_iam_member.functions_build_reads_sources,
+    google_artifact_registry_repository_iam_member.functions_build_pushes_images,
+    google_secret_manager_secret_iam_member.run_stage_reads_gemini_key,
+    google_project_iam_member.run_stage_datastore_user,
+    google_storage_bucket_iam_member.run_stage_media_objects,
+  ]
+}
+
+# Cloud Tasks calls run_stage with an OIDC token of the invoker account, which the API and
+# run_stage name on every pipeline task (FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT). That account
+# is its only invoker; no one else, human or workload, holds run.invoker on it.
+resource "google_cloud_run_service_iam_member" "run_stage_tasks_invoker" {
+  project  = var.project_id
+  location = google_cloudfunctions2_function.run_stage.location
+  service  = google_cloudfunctions2_function.run_stage.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.tasks_invoker.email}"
+}
+
+# Pipeline tasks are addressed to local.run_stage_url, which is built rather than read from the
+# function (see the local). Should Cloud Run not serve that URL, every pipeline task would fail
+# to dispatch: this check says so on each plan and apply instead.
+check "run_stage_url" {
+  data "google_cloud_run_v2_service" "run_stage" {
+    project  = var.project_id
+    location = google_cloudfunctions2_function.run_stage.location
+    name     = google_cloudfunctions2_function.run_stage.name
+  }
+
+  assert {
+    condition     = contains(data.google_cloud_run_v2_service.run_stage.urls, local.run_stage_url)
+    error_message = "run_stage does not answer at ${local.run_stage_url} (FRAMEFORK_TASKS__PIPELINE_URL); its URLs are ${jsonencode(data.google_cloud_run_v2_service.run_stage.urls)}. Set local.run_stage_url to one of them."
+  }
 }

@@ -1,7 +1,7 @@
 # One identity per workload (each function, the model service, the identity Cloud Tasks calls
-# the model service as), each holding only what its code does. Storage access is granted on the
-# buckets themselves, never project-wide, so none of them can touch other buckets in the project
-# (Terraform state included).
+# the model service and run_stage as), each holding only what its code does. Storage access is
+# granted on the buckets themselves, never project-wide, so none of them can touch other buckets
+# in the project (Terraform state included).
 
 resource "google_service_account" "api" {
   project      = var.project_id
@@ -21,6 +21,15 @@ resource "google_service_account" "on_upload" {
   depends_on = [google_project_service.enabled]
 }
 
+resource "google_service_account" "run_stage" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-run-stage"
+  display_name = "Framefork pipeline stages"
+  description  = "Runs run_stage: generation stages, their media and the tasks that follow them."
+
+  depends_on = [google_project_service.enabled]
+}
+
 resource "google_service_account" "model_service" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-models"
@@ -30,13 +39,14 @@ resource "google_service_account" "model_service" {
   depends_on = [google_project_service.enabled]
 }
 
-# The identity Cloud Tasks signs each manifesting task's OIDC token with. It exists only to be
-# the model service's single invoker: it runs nothing and holds nothing else.
+# The identity Cloud Tasks signs each task's OIDC token with. It exists only to be the single
+# invoker of the two task targets, the model service and run_stage: it runs nothing and holds
+# nothing else.
 resource "google_service_account" "tasks_invoker" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-invoker"
   display_name = "Framefork Cloud Tasks invoker"
-  description  = "Identity of the OIDC tokens on manifesting tasks; may invoke the model service and nothing else."
+  description  = "Identity of the OIDC tokens on manifesting and pipeline tasks; may invoke the model service and run_stage and nothing else."
 
   depends_on = [google_project_service.enabled]
 }
@@ -90,6 +100,15 @@ resource "google_service_account_iam_member" "api_acts_as_tasks_invoker" {
   member             = "serviceAccount:${google_service_account.api.email}"
 }
 
+# Regenerating a keyframe calls the image model within the request (functions.tf). The Gemini
+# key, and no other secret in the project.
+resource "google_secret_manager_secret_iam_member" "api_reads_gemini_key" {
+  project   = google_secret_manager_secret.gemini_api_key.project
+  secret_id = google_secret_manager_secret.gemini_api_key.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.api.email}"
+}
+
 # --- on_upload -------------------------------------------------------------------------------
 
 resource "google_project_iam_member" "on_upload_datastore_user" {
@@ -127,6 +146,43 @@ resource "google_service_account_iam_member" "pubsub_agent_tokens_for_on_upload"
   service_account_id = google_service_account.on_upload.name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = "serviceAccount:${google_project_service_identity.pubsub.email}"
+}
+
+# --- run_stage -------------------------------------------------------------------------------
+
+# Projects, their scenes, checkpoints, storyboards and the manifest snapshots they were made
+# from; Firestore's roles stop at the project (or database).
+resource "google_project_iam_member" "run_stage_datastore_user" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.run_stage.email}"
+}
+
+# Reads the manifest's images (references for keyframes and clips) and the clips it stitches,
+# writes keyframes, clips and the final video under pipeline/ in media. Names are content
+# hashes, so a repeated task rewrites the same object, which takes delete as well as create:
+# objectUser, on media only. Uploads never reach the pipeline.
+resource "google_storage_bucket_iam_member" "run_stage_media_objects" {
+  bucket = google_storage_bucket.media.name
+  role   = "roles/storage.objectUser"
+  member = "serviceAccount:${google_service_account.run_stage.email}"
+}
+
+# Gemini and Veo, for projects that use them: the Gemini key, and no other secret.
+resource "google_secret_manager_secret_iam_member" "run_stage_reads_gemini_key" {
+  project   = google_secret_manager_secret.gemini_api_key.project
+  secret_id = google_secret_manager_secret.gemini_api_key.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.run_stage.email}"
+}
+
+# run_stage enqueues the following stages and the delayed tasks that poll clips, each with an
+# OIDC token of the invoker account, which Cloud Tasks mints only for a creator that may act as
+# it. On that one account, as for the API.
+resource "google_service_account_iam_member" "run_stage_acts_as_tasks_invoker" {
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.run_stage.email}"
 }
 
 # --- model service ---------------------------------------------------------------------------

@@ -91,3 +91,10 @@ resource "google_project_iam_member" "gcs_agent_pubsub_publisher" {
   role    = "roles/pubsub.publisher"
   member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
+
+# The project number is part of every deterministic run.app URL (functions.tf, run_stage_url).
+data "google_project" "this" {
+  project_id = var.project_id
+
+  depends_on = [google_project_service.enabled]
+}

@@ -3,6 +3,11 @@ output "api_url" {
   value       = google_cloudfunctions2_function.api.url
 }
 
+output "run_stage_url" {
+  description = "Where pipeline tasks are delivered (FRAMEFORK_TASKS__PIPELINE_URL); internal ingress, invoked only by the tasks invoker."
+  value       = local.run_stage_url
+}
+
 output "upload_bucket" {
   description = "Bucket that signed upload URLs point at (FRAMEFORK_STORAGE__UPLOAD_BUCKET)."
   value       = google_storage_bucket.uploads.name
@@ -32,10 +37,11 @@ output "gemini_api_key_secret" {
 }
 
 output "service_accounts" {
-  description = "Identities the workloads run as, and the one Cloud Tasks invokes the model service as."
+  description = "Identities the workloads run as, and the one Cloud Tasks invokes the model service and run_stage as."
   value = {
     api           = google_service_account.api.email
     on_upload     = google_service_account.on_upload.email
+    run_stage     = google_service_account.run_stage.email
     model_service = google_service_account.model_service.email
     tasks_invoker = google_service_account.tasks_invoker.email
   }

@@ -21,7 +21,8 @@ variable "name_prefix" {
   default     = "framefork"
 
   validation {
-    # Service account ids allow 30 characters; the longest suffix used here is "-on-upload".
+    # Service account ids allow 30 characters; the longest suffixes used here are "-on-upload"
+    # and "-run-stage".
     condition     = can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", var.name_prefix))
     error_message = "name_prefix must be 3-20 characters of lowercase letters, digits and hyphens, starting with a letter."
   }
@@ -83,6 +84,17 @@ variable "on_upload_max_instances" {
   description = "Upper bound on on_upload instances; each decodes one image at a time, so this bounds memory spent on a burst of uploads."
   type        = number
   default     = 10
+}
+
+variable "run_stage_max_instances" {
+  description = "Upper bound on run_stage instances, each running one pipeline task at a time, and so also the pipeline queue's max_concurrent_dispatches. Bounds memory, Gemini and Veo calls in flight, and cost of a burst of generations."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.run_stage_max_instances >= 1 && var.run_stage_max_instances <= 1000
+    error_message = "run_stage_max_instances must be between 1 and 1000."
+  }
 }
 
 variable "model_service_image" {

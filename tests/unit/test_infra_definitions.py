@@ -12,6 +12,7 @@ import inspect
 import os
 import pathlib
 import re
+import textwrap
 import typing
 from datetime import datetime
 from functools import cache
@@ -25,10 +26,13 @@ from pydantic import BaseModel, SecretStr
 from model_service import export_models
 from shared.models.jobs import JobStatus
 from shared.models.manifests import ManifestSort
+from shared.pipeline.runner import POLL_DELAY_S
 from shared.repositories.jobs import ACTIVE, JOBS
 from shared.repositories.manifests import REVISIONS, ManifestRepository
+from shared.repositories.projects import PROJECTS, ProjectRepository
 from shared.repositories.sort_keys import SORT_KEY_FIELDS
 from shared.settings import ModelSettings, Settings
+from shared.tasks import DISPATCH_DEADLINE_S
 
 hcl2 = pytest.importorskip(
     "hcl2",
@@ -44,7 +48,10 @@ API_MEMBER = "serviceAccount:${google_service_account.api.email}"
 ON_UPLOAD_MEMBER = "serviceAccount:${google_service_account.on_upload.email}"
 MODEL_SERVICE_MEMBER = "serviceAccount:${google_service_account.model_service.email}"
 INVOKER_MEMBER = "serviceAccount:${google_service_account.tasks_invoker.email}"
+RUN_STAGE_MEMBER = "serviceAccount:${google_service_account.run_stage.email}"
 MODEL_SERVICE_NAME = "${google_cloud_run_v2_service.model_service.name}"
+RUN_STAGE_NAME = "${google_cloudfunctions2_function.run_stage.name}"
+GEMINI_SECRET = "${google_secret_manager_secret.gemini_api_key.secret_id}"
 
 
 def _clean(value: Any) -> Any:
@@ -324,10 +331,19 @@ def _setting_exists(model: type[BaseModel], path: list[str]) -> bool:
     )
 
 
-@pytest.mark.parametrize("env", ["api_env", "on_upload_env"])
-def test_every_setting_a_function_receives_exists_in_shared_settings(env: str) -> None:
+@pytest.mark.parametrize(
+    ("function", "env"),
+    [("api", "api_env"), ("on_upload", "on_upload_env"), ("run_stage", "run_stage_env")],
+)
+def test_every_setting_a_function_receives_exists_in_shared_settings(
+    function: str, env: str
+) -> None:
+    (service,) = resources("google_cloudfunctions2_function")[function]["service_config"]
     variables = {**locals_()["common_env"], **locals_()[env]}
-    framefork = [name for name in variables if name.startswith("FRAMEFORK_")]
+    secrets = [s["key"] for s in service.get("secret_environment_variables", [])]
+    framefork = [name for name in [*variables, *secrets] if name.startswith("FRAMEFORK_")]
+
+    assert service["environment_variables"] == f"${{merge(local.common_env, local.{env})}}"
 
     assert "GOOGLE_CLOUD_PROJECT" in variables  # Settings.project_id reads it
     assert framefork
@@ -451,9 +467,10 @@ def test_the_model_service_is_internal_and_only_the_tasks_invoker_may_call_it() 
     assert [(kind, b["role"], members(b)) for kind, b in iam_on_service] == [
         ("google_cloud_run_v2_service_iam_member", "roles/run.invoker", [INVOKER_MEMBER])
     ]
-    # The invoker account may call the model service and holds nothing else.
+    # The invoker account may call the two task targets and holds nothing else.
     assert grants_to(INVOKER_MEMBER) == {
-        "google_cloud_run_v2_service_iam_member": {(MODEL_SERVICE_NAME, "roles/run.invoker")}
+        "google_cloud_run_v2_service_iam_member": {(MODEL_SERVICE_NAME, "roles/run.invoker")},
+        "google_cloud_run_service_iam_member": {(RUN_STAGE_NAME, "roles/run.invoker")},
     }
 
 
@@ -502,13 +519,20 @@ def test_the_gemini_key_comes_from_secret_manager_and_never_from_terraform() -> 
     (ref,) = source["secret_key_ref"]
 
     assert "value" not in key
-    assert ref["secret"] == "${google_secret_manager_secret.gemini_api_key.secret_id}"
+    assert ref["secret"] == GEMINI_SECRET
     assert "FRAMEFORK_MODELS__GEMINI_API_KEY" not in locals_()["model_service_env"]
     # Its value is added out of band: Terraform state never holds it.
     assert "google_secret_manager_secret_version" not in {
         kind for block in _config().get("resource", []) for kind in block
     }
     assert "gemini_api_key" in resources("google_secret_manager_secret")
+    # Read by the workloads that call Gemini or Veo, and by no one else.
+    readers = {
+        binding["member"]
+        for binding in resources("google_secret_manager_secret_iam_member").values()
+        if binding["secret_id"] == GEMINI_SECRET
+    }
+    assert readers == {MODEL_SERVICE_MEMBER, RUN_STAGE_MEMBER, API_MEMBER}
     gemini_key = ModelSettings.model_fields["gemini_api_key"]
     assert gemini_key.annotation == SecretStr | None
     assert gemini_key.default is None
@@ -602,3 +626,208 @@ def test_cloudbuild_pushes_the_model_image_before_terraform_deploys_that_image()
     assert order.index("terraform-apply-registry") < order.index("model-image-push")
     assert not any("waitFor" in step for step in steps.values())  # strictly in file order
     assert model_container()["image"] == "${var.model_service_image}"
+
+
+# --- run_stage and the pipeline queue --------------------------------------------------------
+
+
+def run_stage() -> dict[str, Any]:
+    return resources("google_cloudfunctions2_function")["run_stage"]
+
+
+def run_stage_service() -> dict[str, Any]:
+    (service,) = run_stage()["service_config"]
+    return dict(service)
+
+
+def test_every_function_entry_point_is_exported_by_the_root_main() -> None:
+    # Cloud Functions looks for entry points in the archive's root main.py.
+    tree = ast.parse((ROOT / "main.py").read_text())
+    exported = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "functions.main"
+        for alias in node.names
+    }
+    entry_points = {
+        function["build_config"][0]["entry_point"]
+        for function in resources("google_cloudfunctions2_function").values()
+    }
+
+    assert entry_points == {"api", "on_upload", "run_stage"}
+    assert entry_points <= exported
+
+
+def test_run_stage_is_internal_and_only_the_tasks_invoker_may_call_it() -> None:
+    service = run_stage_service()
+    iam_on_run_stage = [
+        (kind, binding)
+        for kind, target in (
+            ("google_cloud_run_service_iam_member", "service"),
+            ("google_cloud_run_service_iam_binding", "service"),
+            ("google_cloud_run_service_iam_policy", "service"),
+            ("google_cloud_run_v2_service_iam_member", "name"),
+            ("google_cloud_run_v2_service_iam_binding", "name"),
+            ("google_cloud_run_v2_service_iam_policy", "name"),
+            ("google_cloudfunctions2_function_iam_member", "cloud_function"),
+            ("google_cloudfunctions2_function_iam_binding", "cloud_function"),
+            ("google_cloudfunctions2_function_iam_policy", "cloud_function"),
+        )
+        for binding in resources(kind).values()
+        if binding.get(target) == RUN_STAGE_NAME
+    ]
+
+    assert "event_trigger" not in run_stage()
+    assert run_stage()["build_config"][0]["entry_point"] == "run_stage"
+    assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+    assert service["service_account_email"] == "${google_service_account.run_stage.email}"
+    assert [(kind, b["role"], members(b)) for kind, b in iam_on_run_stage] == [
+        ("google_cloud_run_service_iam_member", "roles/run.invoker", [INVOKER_MEMBER])
+    ]
+
+
+def test_run_stage_has_room_for_ffmpeg_and_the_whole_dispatch_deadline() -> None:
+    service = run_stage_service()
+
+    assert service["available_memory"] == "2Gi"
+    assert service["available_cpu"] == "1"
+    assert service["max_instance_request_concurrency"] == 1
+    assert locals_()["run_stage_env"]["THREADS"] == "1"
+    # A shorter timeout would cut a stage off while Cloud Tasks still waits for it.
+    assert service["timeout_seconds"] == DISPATCH_DEADLINE_S == 1800
+
+
+def test_the_run_stage_account_holds_only_what_the_pipeline_uses() -> None:
+    grants = grants_to(RUN_STAGE_MEMBER)
+    project_roles = [
+        binding["role"]
+        for kind in ("google_project_iam_member", "google_project_iam_binding")
+        for binding in resources(kind).values()
+        if RUN_STAGE_MEMBER in members(binding)
+    ]
+
+    # No project-wide storage role: media only, never uploads or other buckets (the state).
+    assert project_roles == ["roles/datastore.user"]
+    assert grants == {
+        "google_project_iam_member": {("${var.project_id}", "roles/datastore.user")},
+        "google_storage_bucket_iam_member": {
+            ("${google_storage_bucket.media.name}", "roles/storage.objectUser"),
+        },
+        "google_secret_manager_secret_iam_member": {
+            (GEMINI_SECRET, "roles/secretmanager.secretAccessor"),
+        },
+        # Enqueues into the pipeline queue only, with tokens of the invoker only.
+        "google_cloud_tasks_queue_iam_member": {
+            ("${google_cloud_tasks_queue.pipeline.name}", "roles/cloudtasks.enqueuer"),
+        },
+        "google_service_account_iam_member": {
+            ("${google_service_account.tasks_invoker.name}", "roles/iam.serviceAccountUser"),
+        },
+    }
+
+
+def test_pipeline_tasks_go_to_run_stage_with_the_invokers_token() -> None:
+    settings = locals_()
+    api_env, run_stage_env = settings["api_env"], settings["run_stage_env"]
+    queues = resources("google_cloud_tasks_queue")
+    (check,) = [block["run_stage_url"] for block in _config()["check"]]
+    (looked_up,) = [d["google_cloud_run_v2_service"]["run_stage"] for d in check["data"]]
+    (assertion,) = check["assert"]
+
+    # The API enqueues the first stage and run_stage the rest, to the same place.
+    for env in (api_env, run_stage_env):
+        assert env["FRAMEFORK_TASKS__PIPELINE_URL"] == "${local.run_stage_url}"
+        assert env["FRAMEFORK_TASKS__PIPELINE_QUEUE"] == "${google_cloud_tasks_queue.pipeline.name}"
+        assert env["FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT"] == (
+            "${google_service_account.tasks_invoker.email}"
+        )
+    assert run_stage_env["FRAMEFORK_TASKS__LOCATION"] == (
+        "${google_cloud_tasks_queue.pipeline.location}"
+    )
+    # The API names one location for both queues.
+    assert queues["manifesting"]["location"] == queues["pipeline"]["location"]
+    # The URL is run_stage's deterministic run.app URL: its Cloud Run service bears the
+    # function's name, in the function's region.
+    assert run_stage()["name"] == "${local.run_stage_name}"
+    assert run_stage()["location"] == "${var.region}"
+    assert resolve_locals(settings["run_stage_url"]) == (
+        f"https://{settings['run_stage_name']}"
+        "-${data.google_project.this.number}.${var.region}.run.app"
+    )
+    assert looked_up["name"] == RUN_STAGE_NAME
+    assert assertion["condition"] == (
+        "${contains(data.google_cloud_run_v2_service.run_stage.urls, local.run_stage_url)}"
+    )
+
+
+def _duration_s(value: str) -> float:
+    assert value.endswith("s"), value
+    return float(value[:-1])
+
+
+def test_the_pipeline_queue_retries_briefly_and_never_outruns_run_stage() -> None:
+    queue = resources("google_cloud_tasks_queue")["pipeline"]
+    (retry,) = queue["retry_config"]
+    (rates,) = queue["rate_limits"]
+
+    # Polling is the code's own delayed tasks; a retry resumes a stalled chain about when its
+    # next poll would have been due, and never waits longer than a few minutes.
+    assert _duration_s(retry["min_backoff"]) == POLL_DELAY_S
+    assert _duration_s(retry["max_backoff"]) <= 300
+    # Long enough to ride out a short outage: a task that gives up strands its project.
+    assert _duration_s(retry["max_retry_duration"]) >= 3600
+    assert retry["max_attempts"] >= 5
+    # One task per instance: the queue never holds more in flight than run_stage can take.
+    assert rates["max_concurrent_dispatches"] == run_stage_service()["max_instance_count"]
+    assert run_stage_service()["max_instance_request_concurrency"] == 1
+
+
+def _project_list_query() -> tuple[list[str], list[str], tuple[str, str]]:
+    """(equality fields, of which the optional ones, (order field, direction)) of
+    ProjectRepository.list_for_owner, read from its source."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(ProjectRepository.list_for_owner)))
+    equality: list[str] = []
+    optional: list[str] = []
+    order: tuple[str, str] | None = None
+    conditional = {
+        id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) for inner in ast.walk(node)
+    }
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    ]
+    # In source order, which is the order the filters apply in.
+    for node in sorted(calls, key=lambda call: (call.lineno, call.col_offset)):
+        assert isinstance(node.func, ast.Attribute)
+        if node.func.attr == "FieldFilter" and ast.literal_eval(node.args[1]) == "==":
+            field = ast.literal_eval(node.args[0])
+            equality.append(field)
+            if id(node) in conditional:
+                optional.append(field)
+        elif node.func.attr == "order_by":
+            direction = next(kw.value for kw in node.keywords if kw.arg == "direction")
+            assert isinstance(direction, ast.Attribute)
+            order = (ast.literal_eval(node.args[0]), direction.attr)
+    assert order is not None
+    return equality, optional, order
+
+
+def test_every_project_list_query_has_its_index() -> None:
+    equality, optional, (sort_field, direction) = _project_list_query()
+    project_indexes = {
+        tuple((f["field_path"], f["order"]) for f in index["fields"])
+        for index in resources("google_firestore_index").values()
+        if index["collection"] == PROJECTS and index["query_scope"] == "COLLECTION"
+    }
+
+    assert (equality, optional, (sort_field, direction)) == (
+        ["owner_id", "is_deleted", "status"],
+        ["status"],
+        ("sort_created_at", "DESCENDING"),
+    )
+    # Equality fields in any order Firestore accepts, then the sort key in its direction.
+    for narrowed in (False, True):
+        fields = [f for f in equality if narrowed or f not in optional]
+        wanted = (*((f, "ASCENDING") for f in fields), (sort_field, direction))
+        assert wanted in project_indexes, wanted
