@@ -62,7 +62,9 @@ def run_stage(request: flask.Request) -> flask.Response:
         return answer(200, {"outcome": "rejected"})
     outcome = services().pipeline.run(task)
     if outcome is StageOutcome.NOT_READY:
-        return answer(503, {"outcome": outcome.value})
+        # Retried later like any non-2xx; not 503 or 429, which make Cloud Tasks slow the
+        # whole queue down.
+        return answer(425, {"outcome": outcome.value})
     return answer(200, {"outcome": outcome.value})
 
 

@@ -52,9 +52,10 @@ async def run_job(request: Request) -> JSONResponse:
     outcome = await run_in_threadpool(engine().run, task.job_id)
     if outcome is RunOutcome.BUSY:
         # Another delivery holds the lease; Cloud Tasks retries with backoff, and the lease
-        # expires if that delivery died.
+        # expires if that delivery died. Not 503 or 429: those make Cloud Tasks slow the
+        # whole queue down, for every manifest.
         return JSONResponse(
-            {"outcome": outcome.value}, status_code=503, headers={"Retry-After": RETRY_AFTER_S}
+            {"outcome": outcome.value}, status_code=409, headers={"Retry-After": RETRY_AFTER_S}
         )
     return JSONResponse({"outcome": outcome.value, "job_id": task.job_id})
 

@@ -55,7 +55,7 @@ def test_a_job_leased_elsewhere_is_retried_later(
 ) -> None:
     use_engine(monkeypatch, RunOutcome.BUSY)
     response = client.post("/run_job", json={"job_id": "j1"})
-    assert response.status_code == 503
+    assert response.status_code == 409
     assert response.headers["Retry-After"]
 
 
