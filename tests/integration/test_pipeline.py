@@ -11,7 +11,13 @@ import pytest
 from functions.services import services
 from shared.clients import firestore_client
 from shared.models.projects import Project
-from shared.pipeline.ports import GeneratedImage, KeyframeRequest, ProviderError
+from shared.pipeline.ports import (
+    ClipOperation,
+    ClipRequest,
+    GeneratedImage,
+    KeyframeRequest,
+    ProviderError,
+)
 from shared.pipeline.providers import Providers, providers_for
 from shared.pipeline.runner import StageOutcome, StageTask
 from tests.integration.conftest import Api, image_bytes
@@ -285,3 +291,82 @@ def test_the_cost_is_estimated_before_running_and_local_models_cost_nothing(
     cost = project(api, created["id"])["project"]["cost"]
     assert cost["estimate_usd"] == 0 and cost["spent_usd"] == 0
     assert tasks.queued == []
+
+
+class CrashingOnce:
+    """An image model whose worker dies (not a provider refusal) at one scene, once."""
+
+    name = "local-keyframe-1"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls, self.crashed = inner, [], False
+
+    async def keyframe(self, request: KeyframeRequest) -> GeneratedImage:
+        self.calls.append(request.seed)
+        if request.seed == 1 and not self.crashed:
+            self.crashed = True
+            raise RuntimeError("instance shut down")
+        return await self.inner.keyframe(request)  # type: ignore[no-any-return]
+
+
+def test_a_stage_that_crashes_resumes_on_redelivery_without_redoing_finished_scenes(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder: dict[str, CrashingOnce] = {}
+
+    def providers(p: Project) -> Providers:
+        real = providers_for(p)
+        holder.setdefault("image", CrashingOnce(real.image))
+        return Providers(real.text, holder["image"], real.video, real.stitcher)
+
+    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    created = generate(api)
+    tasks.deliver_all(limit=1)  # storyboard
+    keyframes = tasks.queued[0]
+    with pytest.raises(RuntimeError, match="instance shut down"):
+        services().pipeline.run(keyframes)  # Cloud Tasks sees a 500 and delivers again
+    assert services().pipeline.run(keyframes) is StageOutcome.DONE
+    tasks.queued.pop(0)
+    tasks.deliver_all()
+
+    assert project(api, created["id"])["project"]["status"] == "complete"
+    # Scene 0's two frames were made once; scene 1 was tried again after the crash.
+    assert holder["image"].calls.count(0) == 1 and holder["image"].calls.count(1000) == 1
+    assert holder["image"].calls.count(1) == 2
+
+
+class SlowVideo:
+    """A video model whose operations finish on the second poll, like Veo's."""
+
+    name = "local-clip-1"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.polls, self.done = inner, 0, {}
+
+    async def start_clip(self, request: ClipRequest) -> ClipOperation:
+        finished = await self.inner.start_clip(request)
+        self.done[finished.name] = finished
+        return ClipOperation(finished.name)
+
+    async def poll_clip(self, operation: ClipOperation) -> ClipOperation:
+        self.polls += 1
+        return self.done[operation.name] if self.polls > 3 else operation
+
+
+def test_long_clip_operations_are_polled_by_delayed_tasks_not_waited_on(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder: dict[str, SlowVideo] = {}
+
+    def providers(p: Project) -> Providers:
+        real = providers_for(p)
+        holder.setdefault("video", SlowVideo(real.video))
+        return Providers(real.text, real.image, holder["video"], real.stitcher)
+
+    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    created = generate(api)
+    outcomes = tasks.deliver_all()
+
+    assert outcomes.count(StageOutcome.WAITING) >= 1
+    assert project(api, created["id"])["project"]["status"] == "complete"
+    assert holder["video"].polls >= 3
