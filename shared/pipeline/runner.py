@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
+from shared.models.assets import Asset
 from shared.models.checkpoints import Checkpoint
 from shared.models.common import RequestBody, new_id, utcnow
 from shared.models.projects import (
@@ -256,11 +257,18 @@ class PipelineRunner:
 
     # ----- keyframes -------------------------------------------------------------------------
 
-    def references(self, project: Project, scene: Scene) -> list[ReferenceImage]:
+    def snapshot_assets(self, project: Project) -> dict[str, Asset]:
+        """The snapshot's assets by id: read once per stage, not once per scene."""
+        snapshot = self._snapshots(project.snapshot_id) if project.snapshot_id else None
+        return {a.id: a for a in snapshot.assets} if snapshot else {}
+
+    def references(
+        self, project: Project, scene: Scene, by_id: dict[str, Asset] | None = None
+    ) -> list[ReferenceImage]:
         if not project.snapshot_id or not scene.reference_asset_ids:
             return []
-        snapshot = self._snapshots(project.snapshot_id)
-        by_id = {a.id: a for a in snapshot.assets} if snapshot else {}
+        if by_id is None:
+            by_id = self.snapshot_assets(project)
         references = []
         for asset_id in scene.reference_asset_ids:
             asset = by_id.get(asset_id)
@@ -276,10 +284,11 @@ class PipelineRunner:
         return references
 
     def _keyframes(self, project: Project, providers: Providers, task: StageTask) -> bool:
+        assets = self.snapshot_assets(project)
         for scene in self._projects.scenes(project.id):
             if scene.keyframe_state is MediaState.DONE:
                 continue
-            references = self.references(project, scene)
+            references = self.references(project, scene, assets)
             try:
                 start = asyncio.run(
                     providers.image.keyframe(
