@@ -5,8 +5,10 @@ instructions for its asset type and what is already known about it, and the repl
 `Description` (the response schema). This module owns the retries: the client itself is told
 to make exactly one attempt, because its own retry cannot see a reply that is HTTP 200 but
 unusable (not JSON, not a valid Description), does not honour the server's retry delay, and
-would multiply with ours. Every attempt shares one budget (`max_attempts`), one backoff and
-one per-attempt timeout, so a describe call is bounded in attempts and in time.
+would multiply with ours. The attempts run through the providers' bounded loop
+(`shared.pipeline.genai_retry`): one budget (`max_attempts`), one backoff and one per-attempt
+timeout, so a describe call is bounded in attempts and in time. What makes a reply unusable is
+decided here.
 """
 
 from __future__ import annotations
@@ -14,21 +16,15 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import random
-import re
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from google import genai
-from google.genai import errors as genai_errors
 from google.genai import types
 from PIL import Image
 from pydantic import ValidationError
 
-from model_service.backends.prices import cost_usd, price_for
 from shared.manifesting.ports import (
     DescribeRequest,
     DescriberError,
@@ -36,20 +32,13 @@ from shared.manifesting.ports import (
     DescriptionResult,
 )
 from shared.models.assets import AssetType
+from shared.pipeline.genai_retry import RetryPolicy, Unusable, call_with_retries
+from shared.pipeline.ports import ProviderError
+from shared.pipeline.prices import UnknownModelError, text_cost
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemini-2.5-flash"
-
-# Timeouts, refused connections and dropped sockets are worth another attempt; which of
-# these a transport raises depends on whether google-genai picked aiohttp or httpx.
-_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, OSError, httpx.TransportError)
-try:
-    import aiohttp
-
-    _TRANSIENT_ERRORS = (*_TRANSIENT_ERRORS, aiohttp.ClientError)
-except ImportError:  # google-genai falls back to httpx without it
-    pass
 
 # Finish reasons that mean the model will not describe this image: asking again costs tokens
 # and returns the same refusal.
@@ -160,61 +149,7 @@ def encode_jpeg(image: Image.Image, max_side: int, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def backoff_delay(
-    retry: int,
-    *,
-    initial: float,
-    maximum: float,
-    server_hint: float | None = None,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before retry number `retry` (1 for the first retry).
-
-    Exponential with "equal jitter" (half fixed, half random), so callers that failed together
-    spread out but never retry at once; never shorter than what the server asked for, never
-    longer than `maximum`.
-    """
-    ceiling = min(maximum, initial * 2.0 ** (retry - 1))
-    delay = ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
-    if server_hint is not None:
-        delay = max(delay, server_hint)
-    return min(delay, maximum)
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s?\s*$")
-
-
-def server_retry_delay(error: genai_errors.APIError) -> float | None:
-    """How long the server asked us to wait: google.rpc.RetryInfo in the error body (what the
-    Gemini API sends with a 429), else a Retry-After header in seconds."""
-    body = error.details
-    error_body = body.get("error", body) if isinstance(body, dict) else {}
-    details = error_body.get("details", []) if isinstance(error_body, dict) else []
-    for detail in details if isinstance(details, list) else []:
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
-            match = _DURATION.match(str(detail.get("retryDelay", "")))
-            if match:
-                return float(match.group(1))
-    headers = getattr(error.response, "headers", None)
-    if headers is not None:
-        match = _DURATION.match(str(headers.get("retry-after", "")))
-        if match:
-            return float(match.group(1))
-    return None
-
-
-def _retryable_status(code: int | None) -> bool:
-    # An error without a status is a transport failure the client could not classify.
-    return code is None or code in (408, 429) or code >= 500
-
-
-@dataclass(frozen=True)
-class _Unusable:
-    reason: str
-    retryable: bool
-
-
-def read_description(response: types.GenerateContentResponse) -> Description | _Unusable:
+def read_description(response: types.GenerateContentResponse) -> Description | Unusable:
     """The reply's Description, or why there is none.
 
     google-genai leaves `.parsed` as None, silently, when the text is not valid JSON or does
@@ -222,25 +157,27 @@ def read_description(response: types.GenerateContentResponse) -> Description | _
     """
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
-        return _Unusable(f"the request was blocked ({feedback.block_reason})", retryable=False)
+        return Unusable(f"the request was blocked ({feedback.block_reason})", retryable=False)
     if not response.candidates:
-        return _Unusable("the reply had no candidates", retryable=True)
+        return Unusable("the reply had no candidates", retryable=True)
     finish = response.candidates[0].finish_reason
     finish_name = getattr(finish, "value", None) or (str(finish) if finish else "")
     if finish_name in _REFUSALS:
-        return _Unusable(f"the model declined to describe it ({finish_name})", retryable=False)
+        return Unusable(f"the model declined to describe it ({finish_name})", retryable=False)
     if isinstance(response.parsed, Description):
         return response.parsed
     text = response.text
     if not text:
-        return _Unusable(f"the reply was empty (finish reason {finish_name or 'none'})", True)
+        return Unusable(
+            f"the reply was empty (finish reason {finish_name or 'none'})", retryable=True
+        )
     try:
         return Description.model_validate_json(text)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "reply"
         truncated = " (cut off at the output limit)" if finish_name == "MAX_TOKENS" else ""
-        return _Unusable(
+        return Unusable(
             f"the reply is not a valid Description{truncated}: {where}: {first['msg']}",
             retryable=True,
         )
@@ -306,7 +243,13 @@ class GeminiDescriber:
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
-        if price_for(model) is None:
+        self._policy = RetryPolicy(
+            max_attempts=max_attempts,
+            initial_backoff_s=initial_backoff_s,
+            max_backoff_s=max_backoff_s,
+            timeout_s=timeout_s,
+        )
+        if _cost_or_none(model, 0, 0) is None:
             logger.warning("No list price for %s: its descriptions will record cost 0", model)
 
     def __repr__(self) -> str:
@@ -365,73 +308,50 @@ class GeminiDescriber:
         ]
         config = self._config()
         semaphore = self._semaphore()
+        client = self._client
         # Every answered attempt is billed, the unusable ones too.
-        input_tokens = output_tokens = 0
-        reason = ""
-        for attempt in range(1, self.max_attempts + 1):
-            server_hint: float | None = None
-            try:
-                # The slot covers the request only, not the backoff: the bound is on calls in
-                # flight, and a waiting retry should not hold back other images.
-                # Waiting for a slot is not part of the attempt's time limit.
-                async with semaphore:
-                    response = await asyncio.wait_for(
-                        self._client.aio.models.generate_content(
-                            model=self.model, contents=contents, config=config
-                        ),
-                        self.timeout_s,
-                    )
-            except genai_errors.APIError as exc:
-                detail = f"HTTP {exc.code} {exc.status or ''}".rstrip()
-                if not _retryable_status(exc.code):
-                    raise DescriberError(
-                        f"Gemini refused the request ({detail}): {exc.message}"
-                    ) from exc
-                reason = f"{detail}: {exc.message}" if exc.message else detail
-                server_hint = server_retry_delay(exc)
-            except _TRANSIENT_ERRORS as exc:
-                reason = (
-                    f"no answer within {self.timeout_s:g} s"
-                    if isinstance(exc, TimeoutError)
-                    else f"{type(exc).__name__}: {exc}"
-                )
-            else:
-                got_in, got_out = _token_counts(response)
-                input_tokens += got_in
-                output_tokens += got_out
-                outcome = read_description(response)
-                if isinstance(outcome, Description):
-                    return DescriptionResult(
-                        description=outcome,
-                        model=self.model,
-                        input_tokens=input_tokens,
-                        output_tokens=output_tokens,
-                        cost_usd=cost_usd(self.model, input_tokens, output_tokens) or 0.0,
-                    )
-                if not outcome.retryable:
-                    raise DescriberError(f"Gemini gave no description: {outcome.reason}")
-                reason = outcome.reason
-            if attempt < self.max_attempts:
-                delay = backoff_delay(
-                    attempt,
-                    initial=self.initial_backoff_s,
-                    maximum=self.max_backoff_s,
-                    server_hint=server_hint,
-                )
-                logger.warning(
-                    "Gemini attempt %d/%d failed (%s); retrying in %.2f s",
-                    attempt,
-                    self.max_attempts,
-                    reason,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-        if input_tokens or output_tokens:
-            logger.warning(
-                "Gave up on a description after spending %d input and %d output tokens",
-                input_tokens,
-                output_tokens,
+        spent = [0, 0]
+
+        async def attempt() -> Description:
+            response = await client.aio.models.generate_content(
+                model=self.model, contents=contents, config=config
             )
-        raise DescriberError(
-            f"Gemini gave no usable description after {self.max_attempts} attempts: {reason}"
+            got_in, got_out = _token_counts(response)
+            spent[0] += got_in
+            spent[1] += got_out
+            outcome = read_description(response)
+            if isinstance(outcome, Unusable):
+                raise outcome
+            return outcome
+
+        try:
+            description = await call_with_retries(
+                attempt,
+                policy=self._policy,
+                what=f"Gemini description ({self.model})",
+                slot=semaphore,
+            )
+        except ProviderError as exc:
+            if spent[0] or spent[1]:
+                logger.warning(
+                    "Gave up on a description after spending %d input and %d output tokens",
+                    *spent,
+                )
+            # Callers of a describer handle DescriberError only, whatever the backend.
+            raise DescriberError(str(exc)) from exc
+        return DescriptionResult(
+            description=description,
+            model=self.model,
+            input_tokens=spent[0],
+            output_tokens=spent[1],
+            cost_usd=_cost_or_none(self.model, spent[0], spent[1]) or 0.0,
         )
+
+
+def _cost_or_none(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    # A finished description must not be lost over a missing price: unknown models cost None
+    # here, which the describer warns about once and records as 0.
+    try:
+        return text_cost(model, input_tokens, output_tokens)
+    except UnknownModelError:
+        return None

@@ -16,6 +16,7 @@ answer was unusable every time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -129,6 +130,7 @@ async def call_with_retries(
     policy: RetryPolicy,
     what: str,
     retry_timeouts: bool = True,
+    slot: asyncio.Semaphore | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """`call()` until it returns, within the policy's budget.
@@ -137,13 +139,18 @@ async def call_with_retries(
     logs ("Gemini storyboard"). With `retry_timeouts` off, an attempt that times out is not
     repeated: for a call that starts paid work, a request the server may have accepted must
     not be sent twice.
+
+    `slot`, when given, is held for each attempt but not across the backoff: it bounds calls in
+    flight, and a retry that is waiting should not hold back other calls. Waiting for it is not
+    part of the attempt's time limit.
     """
     reason = ""
     service_failed = False
     for attempt in range(1, policy.max_attempts + 1):
         server_hint: float | None = None
         try:
-            return await asyncio.wait_for(call(), policy.timeout_s)
+            async with slot or contextlib.nullcontext():
+                return await asyncio.wait_for(call(), policy.timeout_s)
         except genai_errors.APIError as exc:
             detail = f"HTTP {exc.code} {exc.status or ''}".rstrip()
             if not retryable_status(exc.code):

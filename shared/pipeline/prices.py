@@ -55,10 +55,12 @@ class VideoPrice:
 Price = TextPrice | ImagePrice | VideoPrice
 
 PRICES: dict[str, Price] = {
-    # Gemini text (storyboards).
+    # Gemini text (storyboards, reverse prompts of reference images).
     "gemini-2.5-pro": TextPrice(input_per_million=1.25, output_per_million=10.00),
     "gemini-2.5-flash": TextPrice(input_per_million=0.30, output_per_million=2.50),
     "gemini-2.5-flash-lite": TextPrice(input_per_million=0.10, output_per_million=0.40),
+    "gemini-2.0-flash": TextPrice(input_per_million=0.10, output_per_million=0.40),
+    "gemini-2.0-flash-lite": TextPrice(input_per_million=0.075, output_per_million=0.30),
     # Gemini image (keyframes): 1290 output tokens per 1K image at $30 per 1M.
     "gemini-2.5-flash-image": ImagePrice(per_image=0.039, input_per_million=0.30),
     # Veo (clips).

@@ -15,15 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from model_service.backends.gemini_describer import (
-    TYPE_INSTRUCTIONS,
-    GeminiDescriber,
-    backoff_delay,
-)
+from model_service.backends.gemini_describer import TYPE_INSTRUCTIONS, GeminiDescriber
 from model_service.backends.local_describer import LocalDescriber, colour_name, measure
-from model_service.backends.prices import GEMINI_PRICES, cost_usd, price_for
 from shared.manifesting.ports import DescribeRequest, DescriberError, DescriptionResult
 from shared.models.assets import AssetType
+from shared.pipeline.genai_retry import backoff_delay
+from shared.pipeline.prices import PRICES, UnknownModelError, is_priced, price_of, text_cost
 from tests.support.gemini_standin import GeminiStandin, StandinReply
 
 # google-genai subclasses aiohttp's session, which aiohttp frowns upon; nothing to act on here.
@@ -341,11 +338,12 @@ def test_a_describer_needs_an_api_key_and_hides_it() -> None:
 
 
 def test_prices_know_pinned_versions_and_longer_names_first() -> None:
-    assert price_for("models/gemini-2.5-flash-001") == GEMINI_PRICES["gemini-2.5-flash"]
-    assert price_for("gemini-2.5-flash-lite") == GEMINI_PRICES["gemini-2.5-flash-lite"]
-    assert price_for("gemini-9-ultra") is None
-    assert cost_usd("gemini-9-ultra", 10, 10) is None
-    assert cost_usd("gemini-2.5-flash", 1_000_000, 0) == pytest.approx(0.30)
+    assert price_of("models/gemini-2.5-flash-001") == PRICES["gemini-2.5-flash"]
+    assert price_of("gemini-2.5-flash-lite") == PRICES["gemini-2.5-flash-lite"]
+    assert not is_priced("gemini-9-ultra")
+    with pytest.raises(UnknownModelError):
+        text_cost("gemini-9-ultra", 10, 10)
+    assert text_cost("gemini-2.5-flash", 1_000_000, 0) == pytest.approx(0.30)
 
 
 # Local
