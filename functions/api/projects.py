@@ -12,7 +12,13 @@ from functions.http import Call, Reply, Route
 from functions.services import services
 from shared.errors import NotFound
 from shared.models.common import Name, QueryParams, RequestBody
-from shared.models.projects import GenerateRequest, Project, ProjectStatus, Scene
+from shared.models.projects import (
+    GenerateRequest,
+    Project,
+    ProjectStatus,
+    ResumeRequest,
+    Scene,
+)
 
 
 class ProjectView(BaseModel):
@@ -156,7 +162,38 @@ def stop(call: Call) -> ProjectView:
 
 
 def resume(call: Call) -> ProjectView:
-    return ProjectView.of(services().projects.resume(call.identity, call.path["project_id"]))
+    return ProjectView.of(
+        services().projects.resume(call.identity, call.path["project_id"], call.body)
+    )
+
+
+class StatusView(BaseModel):
+    """A project's progress in a few fields (clients may also listen to its document)."""
+
+    status: str
+    stage: str | None
+    stages_done: list[str]
+    branch: str
+    error: dict[str, Any] | None
+    scenes: int
+    keyframes_done: int
+    clips_done: int
+    spent_usd: float
+
+
+def status(call: Call) -> StatusView:
+    project, scenes = services().projects.detail(call.identity, call.path["project_id"])
+    return StatusView(
+        status=project.status.value,
+        stage=project.stage.value if project.stage else None,
+        stages_done=[s.value for s in project.stages_done],
+        branch=project.branch,
+        error=project.error.model_dump(mode="json") if project.error else None,
+        scenes=len(scenes),
+        keyframes_done=sum(1 for s in scenes if s.keyframe_state == "done"),
+        clips_done=sum(1 for s in scenes if s.clip_state == "done"),
+        spent_usd=project.cost.spent_usd,
+    )
 
 
 def rename(call: Call) -> ProjectView:
@@ -220,8 +257,11 @@ ROUTES = [
     Route("POST", f"{ONE}/stop", stop, "Stop a running project", response=ProjectView,
           tag="projects", errors=(404, 409)),
     Route("POST", f"{ONE}/resume", resume,
-          "Resume a stopped, failed or staged project from its first unfinished stage",
-          response=ProjectView, tag="projects", errors=(404, 409)),
+          "Resume a stopped, failed or staged project from its first unfinished stage, "
+          "optionally with other models", body=ResumeRequest, response=ProjectView,
+          tag="projects", errors=(400, 404, 409, 413, 415, 422), body_required=False),
+    Route("GET", f"{ONE}/status", status, "A project's progress", response=StatusView,
+          tag="projects", errors=(404,)),
     Route("GET", f"{ONE}/video", video, "Redirect to the finished video", 302, tag="projects",
           errors=(404,)),
     Route("GET", f"{SCENE}/start-frame", start_frame, "Redirect to a scene's first keyframe", 302,

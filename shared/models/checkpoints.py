@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from shared.models.common import Document, RequestBody, utcnow
 from shared.models.projects import Scene, Stage
@@ -82,29 +83,36 @@ class Draft(Document):
         return bool(self.scenes or self.redo_clips)
 
 
-class SceneEdit(RequestBody):
-    """Storyboard fields of one scene, at the storyboard checkpoint (C2)."""
+Prompt = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=120)]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+Tags = Annotated[list[str], Field(max_length=10)]
 
-    title: str | None = Field(default=None, min_length=1, max_length=120)
-    description: str | None = Field(default=None, max_length=4000)
-    shot_type: ShotType | None = None
-    keyframe_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
-    end_keyframe_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
-    motion_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
-    asset_tags: list[str] | None = Field(default=None, max_length=10)
+
+class SceneEdit(RequestBody):
+    """Storyboard fields of one scene, at the storyboard checkpoint (C2). Constraints sit on
+    the types, not on the optional fields: pydantic would apply them to None as well."""
+
+    title: Title | SkipJsonSchema[None] = None
+    description: Text | SkipJsonSchema[None] = None
+    shot_type: ShotType | SkipJsonSchema[None] = None
+    keyframe_prompt: Prompt | SkipJsonSchema[None] = None
+    end_keyframe_prompt: Prompt | SkipJsonSchema[None] = None
+    motion_prompt: Prompt | SkipJsonSchema[None] = None
+    asset_tags: Tags | SkipJsonSchema[None] = None
 
 
 class KeyframeRegenerate(RequestBody):
     """Regenerate a keyframe at the keyframes checkpoint, optionally with a new prompt."""
 
     frame: Literal["start", "end"] = "start"
-    prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    prompt: Prompt | None = None
 
 
 class ClipRegenerate(RequestBody):
     """Make a scene's clip again at the clips checkpoint, optionally with a new motion prompt."""
 
-    motion_prompt: str | None = Field(default=None, min_length=1, max_length=4000)
+    motion_prompt: Prompt | None = None
 
 
 class ContinueRequest(RequestBody):

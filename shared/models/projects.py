@@ -8,9 +8,16 @@ from enum import StrEnum
 from typing import Literal, Self
 
 from pydantic import Field, StrictBool, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from shared.models.common import Document, Name, RequestBody, utcnow
-from shared.pipeline.catalog import IMAGE_MODELS, MAX_SCENES, TEXT_MODELS, VIDEO_MODELS
+from shared.pipeline.catalog import (
+    MAX_SCENES,
+    VIDEO_MODELS,
+    ImageModelName,
+    TextModelName,
+    VideoModelName,
+)
 from shared.pipeline.ports import ShotType
 
 
@@ -71,9 +78,9 @@ class GenerateRequest(RequestBody):
     clip_seconds: int = Field(default=4, ge=1, le=60)
     total_seconds: int = Field(default=16, ge=1, le=600)
     audio: StrictBool = False
-    text_model: str = "local-storyboard-1"
-    image_model: str = "local-keyframe-1"
-    video_model: str = "local-clip-1"
+    text_model: TextModelName = "local-storyboard-1"
+    image_model: ImageModelName = "local-keyframe-1"
+    video_model: VideoModelName = "local-clip-1"
     run_through: RunThrough = "video"
     auto_continue: StrictBool = False
     """Run through without pausing at run_through."""
@@ -81,13 +88,7 @@ class GenerateRequest(RequestBody):
 
     @model_validator(mode="after")
     def _fits_the_models(self) -> Self:
-        if self.text_model not in TEXT_MODELS:
-            raise ValueError(f"text_model must be one of {', '.join(TEXT_MODELS)}")
-        if self.image_model not in IMAGE_MODELS:
-            raise ValueError(f"image_model must be one of {', '.join(IMAGE_MODELS)}")
-        spec = VIDEO_MODELS.get(self.video_model)
-        if spec is None:
-            raise ValueError(f"video_model must be one of {', '.join(VIDEO_MODELS)}")
+        spec = VIDEO_MODELS[self.video_model]
         if self.clip_seconds not in spec.clip_seconds:
             allowed = ", ".join(str(s) for s in spec.clip_seconds)
             raise ValueError(
@@ -108,6 +109,14 @@ class GenerateRequest(RequestBody):
     @property
     def scene_count(self) -> int:
         return math.ceil(self.total_seconds / self.clip_seconds)
+
+
+class ResumeRequest(RequestBody):
+    """POST /projects/{id}/resume: optionally with other models for what is left to make."""
+
+    text_model: TextModelName | SkipJsonSchema[None] = None
+    image_model: ImageModelName | SkipJsonSchema[None] = None
+    video_model: VideoModelName | SkipJsonSchema[None] = None
 
 
 class StageError(Document):

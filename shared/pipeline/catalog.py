@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 
 @dataclass(frozen=True)
@@ -16,8 +17,13 @@ class VideoModelSpec:
     max_total_seconds: int = 240
 
 
-TEXT_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "local-storyboard-1")
-IMAGE_MODELS = ("gemini-2.5-flash-image", "local-keyframe-1")
+TextModelName = Literal["gemini-2.5-pro", "gemini-2.5-flash", "local-storyboard-1"]
+ImageModelName = Literal["gemini-2.5-flash-image", "local-keyframe-1"]
+VideoModelName = Literal[
+    "veo-3.0-generate-001", "veo-3.0-fast-generate-001", "veo-2.0-generate-001", "local-clip-1"
+]
+TEXT_MODELS: tuple[str, ...] = get_args(TextModelName)
+IMAGE_MODELS: tuple[str, ...] = get_args(ImageModelName)
 VIDEO_MODELS: dict[str, VideoModelSpec] = {
     spec.name: spec
     for spec in (
@@ -29,3 +35,4 @@ VIDEO_MODELS: dict[str, VideoModelSpec] = {
 }
 LOCAL_MODELS = {"text": "local-storyboard-1", "image": "local-keyframe-1", "video": "local-clip-1"}
 MAX_SCENES = 30
+assert set(VIDEO_MODELS) == set(get_args(VideoModelName)), "the catalog and its names differ"

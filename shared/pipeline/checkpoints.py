@@ -29,7 +29,7 @@ from shared.models.projects import Branch, MediaState, Project, ProjectStatus, S
 from shared.models.snapshots import SnapshotWithAssets
 from shared.pipeline.ports import KeyframeRequest
 from shared.pipeline.projects import ProjectService
-from shared.pipeline.providers import Providers
+from shared.pipeline.providers import ProviderSet
 from shared.pipeline.runner import PipelineRunner, store_media
 from shared.repositories.projects import ProjectRepository
 from shared.settings import Settings
@@ -75,7 +75,7 @@ class CheckpointService:
         repo: ProjectRepository,
         runner: PipelineRunner,
         blobs: BlobStore,
-        providers: Callable[[Project], Providers],
+        providers: Callable[[Project], ProviderSet],
         snapshots: Callable[[str], SnapshotWithAssets | None],
         settings: Settings,
     ) -> None:

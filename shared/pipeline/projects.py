@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from shared.auth import Identity
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models.common import new_id
-from shared.models.projects import GenerateRequest, Project, ProjectStatus, Scene, Stage
+from shared.models.projects import (
+    GenerateRequest,
+    Project,
+    ProjectStatus,
+    ResumeRequest,
+    Scene,
+    Stage,
+)
 from shared.pipeline.prices import CostEstimate, estimate_run
 from shared.pipeline.runner import PipelineRunner
+from shared.registry import refuse_nulls
 from shared.repositories.projects import ProjectRepository
 from shared.usage import ManifestUsage
 
@@ -24,6 +34,14 @@ def estimate(request: GenerateRequest, asset_count: int = 0) -> CostEstimate:
         asset_count=asset_count,
         references_per_keyframe=3 if request.manifest_id else 0,
     )
+
+
+def _check_settings(settings: dict[str, object]) -> None:
+    try:
+        GenerateRequest.model_validate(settings)
+    except ValidationError as error:
+        reason = error.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValidationFailed(f"these models do not fit the project: {reason}") from error
 
 
 class ProjectService:
@@ -88,8 +106,11 @@ class ProjectService:
         project.run += 1  # tasks of the stopped run find another number and quit
         return self._projects.save(before, project)
 
-    def resume(self, identity: Identity, project_id: str) -> Project:
-        """Continues from the first stage not done; failed scenes are tried again."""
+    def resume(
+        self, identity: Identity, project_id: str, overrides: ResumeRequest | None = None
+    ) -> Project:
+        """Continues from the first stage not done; failed scenes are tried again, with other
+        models if asked (they must fit the project's settings, as at generate)."""
         project = self.owned(identity, project_id)
         if project.status not in (
             ProjectStatus.STOPPED,
@@ -104,6 +125,19 @@ class ProjectService:
         if not pending:
             raise Conflict(f"project {project_id} has no stage left to run")
         before = project.model_copy(deep=True)
+        if overrides is not None:
+            changes = overrides.model_dump(exclude_unset=True)
+            refuse_nulls(changes)
+            # The same rules as generate: clip length and audio must suit the video model.
+            _check_settings(
+                {"prompt": project.prompt, "aspect_ratio": project.aspect_ratio,
+                 "clip_seconds": project.clip_seconds, "total_seconds": project.total_seconds,
+                 "audio": project.audio, "text_model": project.text_model,
+                 "image_model": project.image_model, "video_model": project.video_model,
+                 **changes}
+            )  # fmt: skip
+            for field, value in changes.items():
+                setattr(project, field, value)
         project.run += 1
         project.status = pending[0].status
         project.stage = pending[0]

@@ -1,13 +1,32 @@
-"""Providers by model name (G4): local-* models run offline, the others through google-genai."""
+"""Providers by model name (G4): local-* models run offline, the others through google-genai.
+
+Each is built on first use: a stage uses one model, and a project that moved to a model the
+service holds no key for fails only at the stage that needs it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol
 
 from shared.errors import ServiceUnavailable
 from shared.models.projects import Project
 from shared.pipeline.ports import ImageModel, Stitcher, TextModel, VideoModel
 from shared.settings import get_settings
+
+
+class ProviderSet(Protocol):
+    """The four providers a project's stages use."""
+
+    @property
+    def text(self) -> TextModel: ...
+    @property
+    def image(self) -> ImageModel: ...
+    @property
+    def video(self) -> VideoModel: ...
+    @property
+    def stitcher(self) -> Stitcher: ...
 
 
 @dataclass(frozen=True)
@@ -25,29 +44,51 @@ def _api_key() -> str:
     return key.get_secret_value()
 
 
-def providers_for(project: Project) -> Providers:
-    import shared.pipeline.local_provider as local
+class LazyProviders:
+    """The providers of one project, each built when a stage first asks for it."""
 
-    base_url = get_settings().models.gemini_base_url
-    text: TextModel
-    image: ImageModel
-    video: VideoModel
-    if project.text_model.startswith("local-"):
-        text = local.LocalTextModel()
-    else:
+    def __init__(self, project: Project) -> None:
+        self._project = project
+        self._base_url = get_settings().models.gemini_base_url
+
+    @cached_property
+    def text(self) -> TextModel:
+        import shared.pipeline.local_provider as local
+
+        if self._project.text_model.startswith("local-"):
+            return local.LocalTextModel()
         from shared.pipeline.genai_providers import GeminiTextModel
 
-        text = GeminiTextModel(_api_key(), model=project.text_model, base_url=base_url)
-    if project.image_model.startswith("local-"):
-        image = local.LocalImageModel()
-    else:
+        return GeminiTextModel(_api_key(), model=self._project.text_model, base_url=self._base_url)
+
+    @cached_property
+    def image(self) -> ImageModel:
+        import shared.pipeline.local_provider as local
+
+        if self._project.image_model.startswith("local-"):
+            return local.LocalImageModel()
         from shared.pipeline.genai_providers import GeminiImageModel
 
-        image = GeminiImageModel(_api_key(), model=project.image_model, base_url=base_url)
-    if project.video_model.startswith("local-"):
-        video = local.LocalVideoModel()
-    else:
+        return GeminiImageModel(
+            _api_key(), model=self._project.image_model, base_url=self._base_url
+        )
+
+    @cached_property
+    def video(self) -> VideoModel:
+        import shared.pipeline.local_provider as local
+
+        if self._project.video_model.startswith("local-"):
+            return local.LocalVideoModel()
         from shared.pipeline.genai_providers import VeoVideoModel
 
-        video = VeoVideoModel(_api_key(), model=project.video_model, base_url=base_url)
-    return Providers(text, image, video, local.LocalStitcher())
+        return VeoVideoModel(_api_key(), model=self._project.video_model, base_url=self._base_url)
+
+    @cached_property
+    def stitcher(self) -> Stitcher:
+        import shared.pipeline.local_provider as local
+
+        return local.LocalStitcher()
+
+
+def providers_for(project: Project) -> ProviderSet:
+    return LazyProviders(project)

@@ -39,7 +39,7 @@ from shared.pipeline.ports import (
     ReferenceImage,
     StoryboardRequest,
 )
-from shared.pipeline.providers import Providers
+from shared.pipeline.providers import ProviderSet
 from shared.pipeline.storyboard import place_scene
 from shared.repositories.projects import ProjectRepository
 from shared.settings import Settings
@@ -87,7 +87,7 @@ class PipelineRunner:
         snapshots: Callable[[str], SnapshotWithAssets | None],
         blobs: BlobStore,
         dispatcher: Callable[[], TaskDispatcher],
-        providers: Callable[[Project], Providers],
+        providers: Callable[[Project], ProviderSet],
         settings: Settings,
     ) -> None:
         self._projects = projects
@@ -200,7 +200,7 @@ class PipelineRunner:
 
     # ----- storyboard (G3) -------------------------------------------------------------------
 
-    def _storyboard(self, project: Project, providers: Providers, task: StageTask) -> bool:
+    def _storyboard(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
         assets = []
         if project.snapshot_id:
             snapshot = self._snapshots(project.snapshot_id)
@@ -283,7 +283,7 @@ class PipelineRunner:
                 )
         return references
 
-    def _keyframes(self, project: Project, providers: Providers, task: StageTask) -> bool:
+    def _keyframes(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
         assets = self.snapshot_assets(project)
         for scene in self._projects.scenes(project.id):
             if scene.keyframe_state is MediaState.DONE:
@@ -327,7 +327,7 @@ class PipelineRunner:
 
     # ----- clips -----------------------------------------------------------------------------
 
-    def _clips(self, project: Project, providers: Providers, task: StageTask) -> bool:
+    def _clips(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
         waiting = False
         for scene in self._projects.scenes(project.id):
             if scene.clip_state is MediaState.DONE:
@@ -381,7 +381,7 @@ class PipelineRunner:
 
     # ----- stitch ----------------------------------------------------------------------------
 
-    def _stitch(self, project: Project, providers: Providers, task: StageTask) -> bool:
+    def _stitch(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
         clips = []
         for scene in self._projects.scenes(project.id):
             data = self._blobs.get(self._bucket, scene.clip_object or "", max_bytes=2**31)

@@ -370,3 +370,32 @@ def test_long_clip_operations_are_polled_by_delayed_tasks_not_waited_on(
     assert outcomes.count(StageOutcome.WAITING) >= 1
     assert project(api, created["id"])["project"]["status"] == "complete"
     assert holder["video"].polls >= 3
+
+
+def test_resume_may_switch_models_within_the_projects_settings_and_status_tells_progress(
+    api: Api, tasks: Tasks
+) -> None:
+    created = generate(api)
+    tasks.deliver_all(limit=1)
+    api.ok("POST", f"/projects/{created['id']}/stop")
+    status = api.ok("GET", f"/projects/{created['id']}/status")
+    assert status == {
+        "status": "stopped", "stage": "storyboard", "stages_done": ["storyboard"],
+        "branch": "main", "error": None, "scenes": 3, "keyframes_done": 0, "clips_done": 0,
+        "spent_usd": 0.0,
+    }  # fmt: skip
+
+    refused = api.call(
+        "POST", f"/projects/{created['id']}/resume", json={"video_model": "veo-3.0-generate-001"}
+    )
+    assert refused.status_code == 422
+    assert "makes clips of 4, 6, 8 seconds" in refused.get_json()["error"]["message"]
+    unknown = api.call("POST", f"/projects/{created['id']}/resume", json={"image_model": "dall-e"})
+    assert unknown.status_code == 422
+
+    resumed = api.ok(
+        "POST", f"/projects/{created['id']}/resume", json={"text_model": "gemini-2.5-flash"}
+    )
+    assert resumed["text_model"] == "gemini-2.5-flash"
+    tasks.deliver_all()
+    assert api.ok("GET", f"/projects/{created['id']}/status")["clips_done"] == 3
