@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.manifesting.face_groups import AmbiguousPair, group_faces
-from shared.models.assets import Asset
+from shared.models.assets import Asset, BoundingBox
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ def assign_face_groups(
         threshold=threshold,
         ambiguous_margin=ambiguous_margin,
         scores=[_primary_score(a) for a in faces],
+        cannot_link=same_photo_strangers(faces),
     )
     members: dict[int, list[Asset]] = {}
     for asset, label in zip(faces, result.labels.tolist(), strict=True):
@@ -59,6 +60,38 @@ def assign_face_groups(
     groups = {a.id: ids[label] for label, group in members.items() for a in group}
     primaries = {faces[index].id for index in result.primaries.values()}
     return GroupAssignment(groups, primaries, _named(result.ambiguous, faces))
+
+
+SEPARATE_PEOPLE_IOU = 0.3
+"""Two person crops of one photo overlapping less than this show two people."""
+
+
+def _iou(a: BoundingBox, b: BoundingBox) -> float:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1 = min(a.x + a.width, b.x + b.width)
+    y1 = min(a.y + a.height, b.y + b.height)
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union else 0.0
+
+
+def same_photo_strangers(faces: Sequence[Asset]) -> list[tuple[int, int]]:
+    """Cannot-link pairs: two crops of one photo in different places are different people,
+    however alike their faces look. Without this, chains of near matches across many photos
+    join everyone (single linkage); with it, a chain can never pass through two people of one
+    photo."""
+    by_source: dict[str, list[int]] = {}
+    for index, asset in enumerate(faces):
+        if asset.source_asset_id and asset.crop_bbox is not None:
+            by_source.setdefault(asset.source_asset_id, []).append(index)
+    pairs = []
+    for members in by_source.values():
+        for i, first in enumerate(members):
+            for second in members[i + 1 :]:
+                box_a, box_b = faces[first].crop_bbox, faces[second].crop_bbox
+                if box_a and box_b and _iou(box_a, box_b) < SEPARATE_PEOPLE_IOU:
+                    pairs.append((first, second))
+    return pairs
 
 
 def _stable_ids(members: dict[int, list[Asset]]) -> dict[int, str]:
