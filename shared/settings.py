@@ -68,6 +68,12 @@ class ModelSettings(BaseModel):
     buffalo_dir: str = ".models/production/buffalo_l"
     gemini_api_key: SecretStr | None = None
     """Secret: no default. Required when describer is gemini."""
+    vertex_project: str | None = None
+    """Veo runs on Vertex AI (google-genai refuses it with a Gemini API key): with a project,
+    the runtime's own credentials are used in vertex_location."""
+    vertex_location: str = "us-central1"
+    vertex_api_key: SecretStr | None = None
+    """Secret: no default. A Vertex AI key (express mode), when there is no vertex_project."""
     gemini_model: str = "gemini-2.5-flash"
     gemini_base_url: str | None = None
     describe_concurrency: int = Field(default=4, ge=1, le=64)

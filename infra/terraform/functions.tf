@@ -56,6 +56,9 @@ locals {
     FRAMEFORK_TASKS__PIPELINE_QUEUE          = google_cloud_tasks_queue.pipeline.name
     FRAMEFORK_TASKS__PIPELINE_URL            = local.run_stage_url
     FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT = google_service_account.tasks_invoker.email
+    # Veo runs on Vertex AI with the function's own credentials (roles/aiplatform.user).
+    FRAMEFORK_MODELS__VERTEX_PROJECT  = var.project_id
+    FRAMEFORK_MODELS__VERTEX_LOCATION = var.region
   }
 }
 

@@ -253,3 +253,10 @@ resource "google_artifact_registry_repository_iam_member" "functions_build_pushe
   role       = "roles/artifactregistry.writer"
   member     = "serviceAccount:${google_service_account.functions_build.email}"
 }
+
+# Veo clips are generated through Vertex AI with run_stage's own identity.
+resource "google_project_iam_member" "run_stage_vertex" {
+  project = var.project_id
+  role    = "roles/aiplatform.user"
+  member  = "serviceAccount:${google_service_account.run_stage.email}"
+}

@@ -81,7 +81,23 @@ class LazyProviders:
             return local.LocalVideoModel()
         from shared.pipeline.genai_providers import VeoVideoModel
 
-        return VeoVideoModel(_api_key(), model=self._project.video_model, base_url=self._base_url)
+        models = get_settings().models
+        if models.vertex_project:
+            return VeoVideoModel(
+                model=self._project.video_model,
+                base_url=self._base_url,
+                project=models.vertex_project,
+                location=models.vertex_location,
+            )
+        if models.vertex_api_key is None:
+            raise ServiceUnavailable(
+                "Veo needs FRAMEFORK_MODELS__VERTEX_PROJECT or FRAMEFORK_MODELS__VERTEX_API_KEY"
+            )
+        return VeoVideoModel(
+            models.vertex_api_key.get_secret_value(),
+            model=self._project.video_model,
+            base_url=self._base_url,
+        )
 
     @cached_property
     def stitcher(self) -> Stitcher:

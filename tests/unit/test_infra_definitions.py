@@ -707,9 +707,13 @@ def test_the_run_stage_account_holds_only_what_the_pipeline_uses() -> None:
     ]
 
     # No project-wide storage role: media only, never uploads or other buckets (the state).
-    assert project_roles == ["roles/datastore.user"]
+    # Firestore, and Vertex AI for Veo clips; no project-wide storage role.
+    assert sorted(project_roles) == ["roles/aiplatform.user", "roles/datastore.user"]
     assert grants == {
-        "google_project_iam_member": {("${var.project_id}", "roles/datastore.user")},
+        "google_project_iam_member": {
+            ("${var.project_id}", "roles/datastore.user"),
+            ("${var.project_id}", "roles/aiplatform.user"),
+        },
         "google_storage_bucket_iam_member": {
             ("${google_storage_bucket.media.name}", "roles/storage.objectUser"),
         },

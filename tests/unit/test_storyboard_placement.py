@@ -1,3 +1,5 @@
+import pytest
+
 from shared.models.assets import Asset, AssetType, ImageInfo
 from shared.pipeline.ports import SceneDraft, ShotType
 from shared.pipeline.storyboard import place_scene, remap_tag
@@ -82,3 +84,30 @@ def test_a_tag_the_storyboard_names_in_its_character_notes_is_mapped_by_that_nam
     placed = place_scene(draft(["HERO"], prompt="HERO looks out"), ASSETS, aliases={"HERO": "Ben"})
     assert placed.asset_tags == ["CHAR_02"]
     assert placed.keyframe_prompt.startswith("CHAR_02 looks out")
+
+
+def test_veo_is_built_for_vertex_ai_and_refused_clearly_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.errors import ServiceUnavailable
+    from shared.models.projects import Project
+    from shared.pipeline.providers import providers_for
+    from shared.settings import get_settings
+
+    project = Project(
+        id="p", owner_id="u", name="n", prompt="p", clip_seconds=4, total_seconds=8, scene_count=2,
+        text_model="local-storyboard-1", image_model="local-keyframe-1",
+        video_model="veo-3.0-fast-generate-001",
+    )  # fmt: skip
+    monkeypatch.setenv("FRAMEFORK_MODELS__GEMINI_API_KEY", "a-gemini-key")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ServiceUnavailable, match="VERTEX_PROJECT"):
+            _ = providers_for(project).video
+        monkeypatch.setenv("FRAMEFORK_MODELS__VERTEX_PROJECT", "my-project")
+        get_settings.cache_clear()
+        video = providers_for(project).video
+        assert video.name == "veo-3.0-fast-generate-001"
+        assert providers_for(project).text.name == "local-storyboard-1"  # built lazily, no key
+    finally:
+        get_settings.cache_clear()
