@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import ctypes
 import datetime as dt
-import importlib.metadata
 import json
 import math
 import os
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ["NO_GCE_CHECK"] = "true"
 
 import requests  # noqa: E402
+from common import FOREIGN_STACK_ENV, command_output, package_version  # noqa: E402
 
 from infra.local.stack import LocalStack, StackSettings, free_port  # noqa: E402
 
@@ -48,14 +48,6 @@ REPORTS = ROOT / "benchmarks" / "reports"
 CORES = len(os.sched_getaffinity(0))
 STATE_DIR = ROOT / ".local" / "bench"
 UPLOAD_LAYOUT_OUTSIDE = "bench/not-an-asset-upload.bin"
-# Variables a developer's shell may carry from `infra.local.stack env`. Left in place they
-# would point the stack (FIRESTORE_EMULATOR_HOST) and the spawned functions at another
-# stack, so the benchmark would fill someone's emulator and measure a different setup.
-_FOREIGN_STACK_ENV = (
-    "FIRESTORE_EMULATOR_HOST",
-    "STORAGE_EMULATOR_HOST",
-    "CLOUD_TASKS_EMULATOR_HOST",
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -742,19 +734,7 @@ def machine() -> dict[str, Any]:
         first = Path("/proc/meminfo").read_text().splitlines()[0]
         memory_gib = int(first.split()[1]) / 1024 / 1024
 
-    def version(package: str) -> str:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    def command(*argv: str) -> str:
-        try:
-            return subprocess.run(
-                argv, cwd=ROOT, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        except OSError:
-            return "?"
+    version, command = package_version, command_output
 
     return {
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
@@ -970,7 +950,7 @@ def seeded_manifest_count(profile: Profile) -> int:
 
 def run(profile: Profile, quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
-    for name in _FOREIGN_STACK_ENV:
+    for name in FOREIGN_STACK_ENV:
         if os.environ.pop(name, None) is not None:
             print(f"benchmark: ignoring {name} from the environment; it runs its own stack")
     settings = StackSettings()

@@ -45,7 +45,6 @@ import ctypes
 import datetime as dt
 import functools
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
@@ -75,6 +74,7 @@ os.environ["NO_GCE_CHECK"] = "true"
 for _name in ("FIRESTORE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"):
     os.environ.pop(_name, None)
 
+from common import command_output, package_version  # noqa: E402
 from PIL import Image, ImageEnhance  # noqa: E402
 
 from infra.local.stack import LocalStack, free_port  # noqa: E402
@@ -1035,19 +1035,7 @@ def models_alone(ctx: Context) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    def version(package: str) -> str:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    def command(*argv: str) -> str:
-        try:
-            return subprocess.run(
-                argv, cwd=ROOT, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        except OSError:
-            return "?"
+    version, command = package_version, command_output
 
     cpu_model = ""
     with contextlib.suppress(OSError):

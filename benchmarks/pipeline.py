@@ -37,7 +37,6 @@ import contextlib
 import datetime as dt
 import gc
 import hashlib
-import importlib.metadata
 import io
 import json
 import math
@@ -47,7 +46,6 @@ import random
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -62,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 # Before any Google client is imported: credential lookup must never probe a metadata server.
 os.environ["NO_GCE_CHECK"] = "true"
 
+from common import FOREIGN_STACK_ENV, command_output, package_version  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from infra.local.stack import LocalStack  # noqa: E402
@@ -80,13 +79,6 @@ PROMPT = "a lighthouse keeper finds a message in a bottle and sets out to answer
 FULL_BUDGET_S = 420.0
 """Measurements stop being started past this (the stack and the warm-up come on top): the whole
 run stays under 8 minutes even when neighbours slow the machine down."""
-# Variables a shell may carry from `infra.local.stack env`: left in place they would point the
-# stack (FIRESTORE_EMULATOR_HOST) and the clients at another stack, whose data this would fill.
-_FOREIGN_STACK_ENV = (
-    "FIRESTORE_EMULATOR_HOST",
-    "STORAGE_EMULATOR_HOST",
-    "CLOUD_TASKS_EMULATOR_HOST",
-)
 
 
 @dataclass(frozen=True)
@@ -719,7 +711,7 @@ def run_baseline(clock: Clock, scenes: int, manifest: Manifest) -> dict[str, Any
 
 
 def start_stack() -> LocalStack:
-    for key in _FOREIGN_STACK_ENV:
+    for key in FOREIGN_STACK_ENV:
         os.environ.pop(key, None)
     stack = LocalStack(STATE_DIR, die_with_parent=True)  # a killed run leaves no emulators
     stack.start(functions=False)
@@ -799,19 +791,7 @@ def machine(started: float) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError, IndexError):
         memory_gib = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
 
-    def version(package: str) -> str:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    def command(*argv: str) -> str:
-        try:
-            return subprocess.run(
-                argv, cwd=ROOT, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
-        except OSError:
-            return "?"
+    version, command = package_version, command_output
 
     from shared.pipeline.local_ffmpeg import ffmpeg_exe
 
