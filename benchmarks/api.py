@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ["NO_GCE_CHECK"] = "true"
 
 import requests  # noqa: E402
-from common import FOREIGN_STACK_ENV, command_output, package_version  # noqa: E402
+from common import FOREIGN_STACK_ENV, command_output, json_safe, package_version, write_atomically  # noqa: E402
 
 from infra.local.stack import LocalStack, StackSettings, free_port  # noqa: E402
 
@@ -1327,24 +1327,6 @@ def _checks_line(report: dict[str, Any]) -> str:
     return f"{len(bad)} of {len(checks)} checks failed; see Anomalies."
 
 
-def write_atomically(path: Path, text: str) -> None:
-    # Readers (and git) never see half a report if the run is killed while writing.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
@@ -1378,7 +1360,7 @@ def main(argv: list[str] | None = None) -> int:
     print("anomalies:" if notes else "anomalies: none")
     for note in notes:
         print(f"  - {note}")
-    write_atomically(args.out / "api.json", json.dumps(_json_safe(report), indent=2) + "\n")
+    write_atomically(args.out / "api.json", json.dumps(json_safe(report), indent=2) + "\n")
     write_atomically(args.out / "api.md", markdown(report))
     print(f"\nwall time {report['wall_s']:.0f} s; reports in {args.out}/api.md and api.json")
     return 0

@@ -74,7 +74,7 @@ os.environ["NO_GCE_CHECK"] = "true"
 for _name in ("FIRESTORE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"):
     os.environ.pop(_name, None)
 
-from common import command_output, package_version  # noqa: E402
+from common import command_output, package_version, write_atomically  # noqa: E402
 from PIL import Image, ImageEnhance  # noqa: E402
 
 from infra.local.stack import LocalStack, free_port  # noqa: E402
@@ -1679,13 +1679,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return None if value != value else round(value, 6)
     return value
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

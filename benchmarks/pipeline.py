@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 # Before any Google client is imported: credential lookup must never probe a metadata server.
 os.environ["NO_GCE_CHECK"] = "true"
 
-from common import FOREIGN_STACK_ENV, command_output, package_version  # noqa: E402
+from common import FOREIGN_STACK_ENV, command_output, json_safe, package_version, write_atomically  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from infra.local.stack import LocalStack  # noqa: E402
@@ -1237,25 +1237,7 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
         "",
     ]
     write_atomically(out / "pipeline.md", "\n".join(md))
-    write_atomically(out / "pipeline.json", json.dumps(_json_safe(report), indent=1) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    # Readers (and git) never see half a report if the run is killed while writing.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+    write_atomically(out / "pipeline.json", json.dumps(json_safe(report), indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from shared.manifesting.ports import (
     DescriptionResult,
 )
 from shared.models.assets import AssetType
+from shared.pipeline.genai_common import finish_reason, make_client, token_counts
 from shared.pipeline.genai_retry import RetryPolicy, Unusable, call_with_retries
 from shared.pipeline.ports import ProviderError
 from shared.pipeline.prices import UnknownModelError, text_cost
@@ -160,8 +161,7 @@ def read_description(response: types.GenerateContentResponse) -> Description | U
         return Unusable(f"the request was blocked ({feedback.block_reason})", retryable=False)
     if not response.candidates:
         return Unusable("the reply had no candidates", retryable=True)
-    finish = response.candidates[0].finish_reason
-    finish_name = getattr(finish, "value", None) or (str(finish) if finish else "")
+    finish_name = finish_reason(response)
     if finish_name in _REFUSALS:
         return Unusable(f"the model declined to describe it ({finish_name})", retryable=False)
     if isinstance(response.parsed, Description):
@@ -181,15 +181,6 @@ def read_description(response: types.GenerateContentResponse) -> Description | U
             f"the reply is not a valid Description{truncated}: {where}: {first['msg']}",
             retryable=True,
         )
-
-
-def _token_counts(response: types.GenerateContentResponse) -> tuple[int, int]:
-    usage = response.usage_metadata
-    if usage is None:
-        return 0, 0
-    # Thinking tokens are billed as output, and 2.5 models think unless told not to.
-    output = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-    return usage.prompt_token_count or 0, output
 
 
 class GeminiDescriber:
@@ -258,18 +249,9 @@ class GeminiDescriber:
     def load(self) -> None:
         """Creates the client (no network until the first request); idempotent."""
         if self._client is None:
-            self._client = genai.Client(
-                api_key=self._api_key,
-                vertexai=False,
-                http_options=types.HttpOptions(
-                    base_url=self.base_url,
-                    # Milliseconds; also sent to the server as its deadline.
-                    timeout=max(1, round(self.timeout_s * 1000)),
-                    # One attempt per call: see the module docstring. Setting the options
-                    # (rather than leaving them unset) also stops the client's hidden retry
-                    # of refused connections after a 1-10 s sleep.
-                    retry_options=types.HttpRetryOptions(attempts=1),
-                ),
+            # One attempt per call (see the module docstring); the deadline goes to the server.
+            self._client = make_client(
+                api_key=self._api_key, base_url=self.base_url, policy=self._policy
             )
 
     async def aclose(self) -> None:
@@ -316,7 +298,7 @@ class GeminiDescriber:
             response = await client.aio.models.generate_content(
                 model=self.model, contents=contents, config=config
             )
-            got_in, got_out = _token_counts(response)
+            got_in, got_out = token_counts(response)
             spent[0] += got_in
             spent[1] += got_out
             outcome = read_description(response)

@@ -17,18 +17,16 @@ swaps in its own models behind the same FaceAnalyzer port.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
-from model_service.backends.face_align import RawFaces, analyze_images, nms
+from model_service.backends.face_align import RawFaces, nms
+from model_service.backends.face_analyzer import OnnxFaceAnalyzer
 from model_service.backends.onnx_runtime import create_session
-from shared.manifesting.ports import Face
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ DETECTOR_MEAN, DETECTOR_STD = 127.5, 128.0
 EMBEDDER_MEAN, EMBEDDER_STD = 127.5, 127.5
 
 
-class InsightFaceAnalyzer:
+class InsightFaceAnalyzer(OnnxFaceAnalyzer):
     """FaceAnalyzer over buffalo_l's det_10g.onnx and w600k_r50.onnx in `model_dir`.
 
     Thresholds:
@@ -52,6 +50,7 @@ class InsightFaceAnalyzer:
     offline backend's were.
     """
 
+    missing_hint = "python -m model_service.export_models fetches buffalo_l"
     name = "arcface-w600k-r50"
     detector_name = "scrfd-10g"
     same_person_threshold = 0.5
@@ -71,66 +70,43 @@ class InsightFaceAnalyzer:
         batch_size: int = 32,
         max_faces: int = 100,
     ) -> None:
-        self.detector_path = Path(model_dir) / detector_file
-        self.embedder_path = Path(model_dir) / embedder_file
-        self.providers = providers
-        self.threads = threads
+        super().__init__(
+            model_dir, detector_file, embedder_file, providers=providers, threads=threads,
+            score_threshold=score_threshold, nms_threshold=nms_threshold,
+            batch_size=batch_size, max_faces=max_faces,
+        )  # fmt: skip
         self.input_hw = (input_size, input_size)
         """Detector input height and width; the model's own when it declares them."""
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.batch_size = max(1, batch_size)
-        self.max_faces = max_faces
-        self._detector: ort.InferenceSession | None = None
-        self._embedder: ort.InferenceSession | None = None
         self._fixed_batch: int | None = None
-        self._lock = threading.Lock()
 
-    def available(self) -> bool:
-        """Whether both model files are where this analyzer looks for them."""
-        return self.detector_path.is_file() and self.embedder_path.is_file()
-
-    def load(self) -> None:
-        with self._lock:
-            if self._detector is not None and self._embedder is not None:
-                return
-            for path in (self.detector_path, self.embedder_path):
-                if not path.is_file():
-                    raise FileNotFoundError(
-                        f"face model missing: {path} "
-                        "(python -m model_service.export_models fetches buffalo_l)"
-                    )
-            detector = create_session(
-                self.detector_path, providers=self.providers, threads=self.threads
+    def _open_sessions(self) -> tuple[ort.InferenceSession, ort.InferenceSession]:
+        detector = create_session(
+            self.detector_path, providers=self.providers, threads=self.threads
+        )
+        embedder = create_session(
+            self.embedder_path, providers=self.providers, threads=self.threads
+        )
+        if len(detector.get_outputs()) != 9:
+            raise ValueError(
+                f"{self.detector_path.name}: expected SCRFD's 9 outputs (scores, boxes and "
+                f"keypoints for 3 strides), got {len(detector.get_outputs())}"
             )
-            embedder = create_session(
-                self.embedder_path, providers=self.providers, threads=self.threads
-            )
-            if len(detector.get_outputs()) != 9:
-                raise ValueError(
-                    f"{self.detector_path.name}: expected SCRFD's 9 outputs (scores, boxes and "
-                    f"keypoints for 3 strides), got {len(detector.get_outputs())}"
-                )
-            _, _, height, width = detector.get_inputs()[0].shape
-            if isinstance(height, int) and isinstance(width, int):
-                self.input_hw = (height, width)
-            batch = embedder.get_inputs()[0].shape[0]
-            # A model exported with a fixed batch takes exactly that many crops per call.
-            self._fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
-            self._detector, self._embedder = detector, embedder
-            log.info(
-                "%s + %s loaded from %s: detector input %dx%d, embedding batch %d",
-                self.detector_name,
-                self.name,
-                self.detector_path.parent,
-                self.input_hw[1],
-                self.input_hw[0],
-                self._fixed_batch or self.batch_size,
-            )
-
-    def analyze(self, images: Sequence[Image.Image]) -> list[list[Face]]:
-        self.load()
-        return analyze_images(images, self.detect, self.embed)
+        _, _, height, width = detector.get_inputs()[0].shape
+        if isinstance(height, int) and isinstance(width, int):
+            self.input_hw = (height, width)
+        batch = embedder.get_inputs()[0].shape[0]
+        # A model exported with a fixed batch takes exactly that many crops per call.
+        self._fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+        log.info(
+            "%s + %s loaded from %s: detector input %dx%d, embedding batch %d",
+            self.detector_name,
+            self.name,
+            self.detector_path.parent,
+            self.input_hw[1],
+            self.input_hw[0],
+            self._fixed_batch or self.batch_size,
+        )
+        return detector, embedder
 
     def detect(self, pixels: np.ndarray) -> RawFaces:
         """Faces of one HxWx3 RGB uint8 image, in its pixels, best first."""

@@ -18,7 +18,6 @@ repaired in memory at load time (the files on disk are never rewritten):
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,11 +26,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
-from PIL import Image
 
-from model_service.backends.face_align import RawFaces, analyze_images, nms
+from model_service.backends.face_align import RawFaces, nms
+from model_service.backends.face_analyzer import OnnxFaceAnalyzer
 from model_service.backends.onnx_runtime import create_session
-from shared.manifesting.ports import Face
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +40,7 @@ DIVISOR = 32
 """YuNet's input sides must be multiples of its largest stride."""
 
 
-class YuNetSFaceAnalyzer:
+class YuNetSFaceAnalyzer(OnnxFaceAnalyzer):
     """FaceAnalyzer over YuNet + SFace files in `model_dir`.
 
     Thresholds, measured on the sample photos (the group photo's six people in eight
@@ -62,6 +60,7 @@ class YuNetSFaceAnalyzer:
       close-ups and small faces alike).
     """
 
+    missing_hint = "scripts/fetch_models"
     name = "sface-2021dec-int8bq"
     detector_name = "yunet-2023mar-int8bq"
     same_person_threshold = 0.40
@@ -81,52 +80,31 @@ class YuNetSFaceAnalyzer:
         batch_size: int = 32,
         max_faces: int = 100,
     ) -> None:
-        self.detector_path = Path(model_dir) / detector_file
-        self.embedder_path = Path(model_dir) / embedder_file
-        self.providers = providers
-        self.threads = threads
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
+        super().__init__(
+            model_dir, detector_file, embedder_file, providers=providers, threads=threads,
+            score_threshold=score_threshold, nms_threshold=nms_threshold,
+            batch_size=batch_size, max_faces=max_faces,
+        )  # fmt: skip
         self.max_side = max(DIVISOR, max_side)
         """Longer images are scaled down to this side before detection. YuNet was trained at
         640, the faces a manifest needs (character uploads, person crops) are large in their
         frame, and one detection size keeps landmarks, so embeddings, consistent between a
         photo and its copies at other sizes (same-face similarity 0.98 between the group
         photo and its half-size copy at 640, 0.45 when each is detected at full size)."""
-        self.batch_size = max(1, batch_size)
-        self.max_faces = max_faces
-        self._detector: ort.InferenceSession | None = None
-        self._embedder: ort.InferenceSession | None = None
-        self._lock = threading.Lock()
 
-    def available(self) -> bool:
-        """Whether both model files are where this analyzer looks for them."""
-        return self.detector_path.is_file() and self.embedder_path.is_file()
-
-    def load(self) -> None:
-        with self._lock:
-            if self._detector is not None and self._embedder is not None:
-                return
-            for path in (self.detector_path, self.embedder_path):
-                if not path.is_file():
-                    raise FileNotFoundError(f"face model missing: {path} (scripts/fetch_models)")
-            self._detector = create_session(
-                prepare_yunet(onnx.load(str(self.detector_path))).SerializeToString(),
-                providers=self.providers,
-                threads=self.threads,
-            )
-            self._embedder = create_session(
-                prepare_sface(onnx.load(str(self.embedder_path))).SerializeToString(),
-                providers=self.providers,
-                threads=self.threads,
-            )
-            log.info(
-                "%s + %s loaded from %s", self.detector_name, self.name, self.detector_path.parent
-            )
-
-    def analyze(self, images: Sequence[Image.Image]) -> list[list[Face]]:
-        self.load()
-        return analyze_images(images, self.detect, self.embed)
+    def _open_sessions(self) -> tuple[ort.InferenceSession, ort.InferenceSession]:
+        detector = create_session(
+            prepare_yunet(onnx.load(str(self.detector_path))).SerializeToString(),
+            providers=self.providers,
+            threads=self.threads,
+        )
+        embedder = create_session(
+            prepare_sface(onnx.load(str(self.embedder_path))).SerializeToString(),
+            providers=self.providers,
+            threads=self.threads,
+        )
+        log.info("%s + %s loaded from %s", self.detector_name, self.name, self.detector_path.parent)
+        return detector, embedder
 
     def detect(self, pixels: np.ndarray) -> RawFaces:
         """Faces of one HxWx3 RGB uint8 image, in its pixels, best first."""
