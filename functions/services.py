@@ -13,6 +13,7 @@ from shared.pipeline.projects import ProjectService
 from shared.pipeline.providers import providers_for
 from shared.pipeline.runner import PipelineRunner
 from shared.registry import Registry
+from shared.repositories.artifacts import ArtifactIndex
 from shared.repositories.jobs import JobRepository
 from shared.repositories.manifests import ManifestRepository
 from shared.repositories.projects import ProjectRepository
@@ -49,7 +50,13 @@ def services() -> Services:
     projects_repo = ProjectRepository(db)
     usage = ManifestUsage(registry, repository, SnapshotRepository(db))
     pipeline = PipelineRunner(
-        projects_repo, usage.read_snapshot, blobs, default_dispatcher, providers_for, settings
+        projects_repo,
+        usage.read_snapshot,
+        blobs,
+        default_dispatcher,
+        providers_for,
+        settings,
+        ArtifactIndex(db),
     )
     project_service = ProjectService(projects_repo, usage, pipeline)
     return Services(
@@ -70,7 +77,6 @@ def services() -> Services:
             projects_repo,
             pipeline,
             blobs,
-            providers_for,
             usage.read_snapshot,
             settings,
         ),

@@ -55,6 +55,9 @@ class TasksSettings(BaseModel):
     """Where pipeline stage tasks are delivered: the run_stage function."""
     invoker_service_account: str | None = None
     """Tasks carry an OIDC token of this account in Google Cloud; unset locally."""
+    stage_lease_s: int = Field(default=900, ge=10)
+    """How long one delivery of a stage task holds the stage before another may take it
+    (a worker that died mid-stage); Cloud Tasks' dispatch deadline is at most 30 minutes."""
 
 
 class ModelSettings(BaseModel):

@@ -5,22 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from functions.api.media import media_redirect
 from functions.api.projects import ProjectView, SceneView
-from functions.http import Call, Route
+from functions.http import Call, Reply, Route
 from functions.services import services
 from shared.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from shared.models.checkpoints import (
     Checkpoint,
     ClipRegenerate,
     ContinueRequest,
+    Draft,
     KeyframeRegenerate,
     SceneEdit,
+    scenes_with_draft,
 )
+from shared.models.common import QueryParams
 from shared.models.projects import Project
-from shared.pipeline.checkpoints import scenes_with_draft
+from shared.pipeline.plans import Plan
 
 
 class CheckpointView(BaseModel):
@@ -31,16 +35,31 @@ class CheckpointView(BaseModel):
     stages_done: list[str]
     artifacts: dict[str, Any]
     is_current: bool
+    depth: int = 0
+    """How many checkpoints lie between this one and the project's first."""
+    children: list[str] = Field(default_factory=list)
+    video_url: str | None = None
     created_at: datetime
 
     @classmethod
-    def of(cls, checkpoint: Checkpoint, project: Project) -> CheckpointView:
+    def of(
+        cls, checkpoint: Checkpoint, project: Project, tree: list[Checkpoint] | None = None
+    ) -> CheckpointView:
+        by_id = {c.id: c for c in tree or []}
+        depth, parent = 0, checkpoint.parent_id
+        while parent in by_id and depth <= len(by_id):
+            depth, parent = depth + 1, by_id[parent].parent_id
+        video = (
+            f"/projects/{project.id}/checkpoints/{checkpoint.id}/video"
+            if checkpoint.final_video_object else None
+        )  # fmt: skip
         return cls(
             id=checkpoint.id, stage=checkpoint.stage.value, branch=checkpoint.branch,
             parent_id=checkpoint.parent_id, stages_done=[s.value for s in checkpoint.stages_done],
             artifacts=checkpoint.artifacts(),
             is_current=checkpoint.id == project.current_checkpoint_id,
-            created_at=checkpoint.created_at,
+            depth=depth, children=[c.id for c in tree or [] if c.parent_id == checkpoint.id],
+            video_url=video, created_at=checkpoint.created_at,
         )  # fmt: skip
 
 
@@ -60,12 +79,42 @@ class CheckpointTree(BaseModel):
     items: list[CheckpointView]
 
 
+class PendingView(BaseModel):
+    scene: int
+    frame: str
+    version: int
+
+
 class CheckpointDetail(BaseModel):
     checkpoint: CheckpointView
     scenes: list[SceneView]
-    """As they would continue: the checkpoint's scenes with the pending edits applied."""
+    """As they would continue: the checkpoint's scenes with the pending edits applied; links
+    are the checkpoint's own files."""
     edited: bool
     redo_clips: list[int]
+    pending: list[PendingView]
+    """Keyframe regenerations still being made: a continue waits for them."""
+    failed: list[str]
+
+    @classmethod
+    def of(cls, project: Project, checkpoint: Checkpoint, draft: Draft) -> CheckpointDetail:
+        scenes = scenes_with_draft(checkpoint, draft)
+        return cls(
+            checkpoint=CheckpointView.of(checkpoint, project),
+            scenes=[SceneView.of(project.id, s, checkpoint.id) for s in scenes],
+            edited=draft.edited, redo_clips=draft.redo_clips,
+            pending=[PendingView.model_validate(p.model_dump()) for p in draft.pending],
+            failed=draft.failed,
+        )  # fmt: skip
+
+
+class ContinueView(ProjectView):
+    plan: Plan
+    """What the continue reuses and makes; the ledger agrees with it afterwards."""
+
+
+class TreeQuery(QueryParams):
+    branch: str | None = Field(default=None, max_length=200)
 
 
 class VersionView(BaseModel):
@@ -93,6 +142,8 @@ def _index(call: Call) -> int:
 
 def tree(call: Call) -> CheckpointTree:
     project, checkpoints = services().checkpoints.tree(call.identity, call.path["project_id"])
+    query: TreeQuery = call.query
+    shown = [c for c in checkpoints if query.branch in (None, c.branch)]
     return CheckpointTree(
         current_checkpoint_id=project.current_checkpoint_id,
         branch=project.branch,
@@ -105,20 +156,43 @@ def tree(call: Call) -> CheckpointTree:
             )
             for name, b in sorted(project.branches.items())
         ],
-        items=[CheckpointView.of(c, project) for c in checkpoints],
+        items=[CheckpointView.of(c, project, checkpoints) for c in shown],
     )
 
 
 def detail(call: Call) -> CheckpointDetail:
-    project_id, checkpoint_id = _ids(call)
-    checkpoint, draft = services().checkpoints.get(call.identity, project_id, checkpoint_id)
-    project = services().projects.owned(call.identity, project_id)
-    return CheckpointDetail(
-        checkpoint=CheckpointView.of(checkpoint, project),
-        scenes=[SceneView.of(project_id, s) for s in scenes_with_draft(checkpoint, draft)],
-        edited=draft.edited,
-        redo_clips=draft.redo_clips,
+    return CheckpointDetail.of(*services().checkpoints.get(call.identity, *_ids(call)))
+
+
+def current(call: Call) -> CheckpointDetail:
+    return CheckpointDetail.of(
+        *services().checkpoints.current(call.identity, call.path["project_id"])
     )
+
+
+def plan(call: Call) -> Plan:
+    return services().checkpoints.plan(call.identity, *_ids(call))
+
+
+def _media(call: Call, what: str) -> Reply:
+    index = call.path.get("index")
+    return media_redirect(services().checkpoints.media(call.identity, *_ids(call), index, what))
+
+
+def start_frame(call: Call) -> Reply:
+    return _media(call, "start-frame")
+
+
+def end_frame(call: Call) -> Reply:
+    return _media(call, "end-frame")
+
+
+def clip(call: Call) -> Reply:
+    return _media(call, "clip")
+
+
+def video(call: Call) -> Reply:
+    return _media(call, "video")
 
 
 def edit_scene(call: Call) -> SceneView:
@@ -160,12 +234,12 @@ def regenerate_clip(call: Call) -> SceneView:
     return SceneView.of(call.path["project_id"], scene)
 
 
-def continue_(call: Call) -> ProjectView:
+def continue_(call: Call) -> ContinueView:
     body = call.body or ContinueRequest()
-    project = services().checkpoints.continue_from(
-        call.identity, *_ids(call), auto_continue=body.auto_continue
+    project, planned = services().checkpoints.continue_from(
+        call.identity, *_ids(call), auto_continue=body.auto_continue, new_branch=body.new_branch
     )
-    return ProjectView.of(project)
+    return ContinueView.model_validate({**ProjectView.of(project).model_dump(), "plan": planned})
 
 
 def versions(call: Call) -> VersionList:
@@ -179,8 +253,24 @@ SCENE = f"{ONE}/scenes/<int:index>"
 EDIT_ERRORS = (400, 404, 409, 413, 415, 422)
 ROUTES = [
     Route("GET", f"{PROJECT}/checkpoints", tree,
-          "The checkpoint tree, the branches and the current checkpoint",
-          response=CheckpointTree, tag="checkpoints", errors=(404,)),
+          "The checkpoint tree (each with its depth and children), the branches and the "
+          "current checkpoint; ?branch= lists one branch", query=TreeQuery,
+          response=CheckpointTree, tag="checkpoints", errors=(404, 422)),
+    Route("GET", f"{PROJECT}/checkpoints/current", current, "The current checkpoint",
+          response=CheckpointDetail, tag="checkpoints", errors=(404,)),
+    Route("GET", f"{ONE}/plan", plan,
+          "What a continue from here would reuse and make, and its cost at list prices",
+          response=Plan, tag="checkpoints", errors=(404,)),
+    Route("GET", f"{ONE}/video", video, "Redirect to this checkpoint's final video", 302,
+          tag="checkpoints", errors=(404,)),
+    Route("GET", f"{SCENE}/start-frame", start_frame,
+          "Redirect to this checkpoint's first keyframe of a scene", 302, tag="checkpoints",
+          errors=(404,)),
+    Route("GET", f"{SCENE}/end-frame", end_frame,
+          "Redirect to this checkpoint's last keyframe of a scene", 302, tag="checkpoints",
+          errors=(404,)),
+    Route("GET", f"{SCENE}/clip", clip, "Redirect to this checkpoint's clip of a scene", 302,
+          tag="checkpoints", errors=(404,)),
     Route("GET", f"{PROJECT}/versions", versions, "Every edited version of every artifact",
           response=VersionList, tag="checkpoints", errors=(404,)),
     Route("GET", ONE, detail, "A checkpoint with its scenes and pending edits",
@@ -192,14 +282,14 @@ ROUTES = [
           response=SceneView, tag="checkpoints", raw_body="multipart/form-data",
           errors=EDIT_ERRORS),
     Route("POST", f"{SCENE}/keyframe/regenerate", regenerate_keyframe,
-          "Regenerate a keyframe, optionally with a new prompt (keyframes checkpoint)",
-          body=KeyframeRegenerate, response=SceneView, tag="checkpoints", errors=EDIT_ERRORS,
+          "Regenerate a keyframe, optionally with a new prompt (keyframes checkpoint): queued; "
+          "the checkpoint shows it pending until it is made", 202, body=KeyframeRegenerate, response=SceneView, tag="checkpoints", errors=EDIT_ERRORS,
           body_required=False),
     Route("POST", f"{SCENE}/clip/regenerate", regenerate_clip,
           "Have a clip made again on continue (clips checkpoint)", body=ClipRegenerate,
           response=SceneView, tag="checkpoints", errors=EDIT_ERRORS, body_required=False),
     Route("POST", f"{ONE}/continue", continue_,
-          "Continue from a checkpoint: an edited one starts a new branch", 202,
-          ContinueRequest, response=ProjectView, tag="checkpoints",
+          "Continue from a checkpoint: an edited one starts a new branch; answers the plan",
+          202, ContinueRequest, response=ContinueView, tag="checkpoints",
           errors=(400, 404, 409, 413, 415, 422), body_required=False),
 ]  # fmt: skip

@@ -36,6 +36,8 @@ class ProjectView(BaseModel):
     video_model: str
     run_through: str
     auto_continue: bool
+    take_seed: int
+    """Give it to /generate to reproduce this take (what exists is then reused)."""
     status: str
     stage: str | None
     stages_done: list[str]
@@ -48,6 +50,7 @@ class ProjectView(BaseModel):
     current_checkpoint_id: str | None
     cost: dict[str, Any]
     video_url: str | None
+    final_video_reused_from: dict[str, str] | None
     created_at: datetime
     updated_at: datetime
 
@@ -73,13 +76,19 @@ class SceneView(BaseModel):
     clip_state: str
     error: str | None
     cost_usd: float
+    bases: dict[str, str]
+    """The digest of the inputs each artifact was made from."""
+    reused_from: dict[str, dict[str, str]]
+    """Artifacts taken from the index at no cost, with the project and checkpoint that made them."""
     start_frame_url: str | None
     end_frame_url: str | None
     clip_url: str | None
 
     @classmethod
-    def of(cls, project_id: str, scene: Scene) -> SceneView:
-        base = f"/projects/{project_id}/scenes/{scene.index}"
+    def of(cls, project_id: str, scene: Scene, checkpoint_id: str | None = None) -> SceneView:
+        """Links to the project as it stands, or to one checkpoint's own files."""
+        at = f"/checkpoints/{checkpoint_id}" if checkpoint_id else ""
+        base = f"/projects/{project_id}{at}/scenes/{scene.index}"
         data = scene.model_dump(mode="json")
         return cls.model_validate(
             {

@@ -29,6 +29,7 @@ class Checkpoint(Document):
     stages_done: list[Stage]
     scenes: list[Scene]
     final_video_object: str | None = None
+    final_video_basis: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
     def artifacts(self) -> dict[str, Any]:
@@ -60,16 +61,31 @@ class ArtifactVersion(Document):
     scene: int
     kind: ArtifactKind
     version: int
-    made_by: Literal["edited", "uploaded", "regenerated"]
+    made_by: Literal["made", "edited", "uploaded", "regenerated"]
+    """made: version 1, what the stage made (listed, never stored)."""
     fields: dict[str, Any] = Field(default_factory=dict)
     """The scene fields (storyboard edits) or object names (keyframes, clips) of the version."""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class PendingKeyframe(Document):
+    """A keyframe regeneration queued as a task and not made yet."""
+
+    scene: int
+    frame: Literal["start", "end"]
+    version: int
+    prompt: str | None = None
+    requested_at: datetime = Field(default_factory=utcnow)
 
 
 class Draft(Document):
     """Edits waiting on a checkpoint until the user continues from it."""
 
     checkpoint_id: str
+    pending: list[PendingKeyframe] = Field(default_factory=list)
+    """Keyframe regenerations still being made: a continue waits for them."""
+    failed: list[str] = Field(default_factory=list)
+    """Regenerations that failed, with the model's reason; the draft keeps what it had."""
     scenes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Scene index → the fields that replace the checkpoint's."""
     redo_clips: list[int] = Field(default_factory=list)
@@ -81,6 +97,15 @@ class Draft(Document):
     @property
     def edited(self) -> bool:
         return bool(self.scenes or self.redo_clips)
+
+
+def scenes_with_draft(checkpoint: Checkpoint, draft: Draft) -> list[Scene]:
+    scenes = []
+    for scene in checkpoint.scenes:
+        changes = draft.scenes.get(str(scene.index), {})
+        # Validated, not copied over: edits arrive as JSON values (enums as strings).
+        scenes.append(Scene.model_validate({**scene.model_dump(), **changes}) if changes else scene)
+    return scenes
 
 
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
@@ -117,4 +142,6 @@ class ClipRegenerate(RequestBody):
 
 class ContinueRequest(RequestBody):
     auto_continue: StrictBool = False
-    """Run to the end without pausing."""
+    """Run to the end without pausing; otherwise pause after each stage for review."""
+    new_branch: StrictBool = False
+    """Continue an unedited checkpoint that was continued before on a branch of its own."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, StrictBool, model_validator
+from pydantic import Field, StrictBool, StrictInt, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from shared.models.common import Document, Name, RequestBody, utcnow
@@ -68,6 +68,9 @@ RUN_THROUGH_STAGE: dict[str, Stage] = {
 }
 
 
+TakeSeed = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+
+
 class GenerateRequest(RequestBody):
     """POST /generate. Checked against the model catalog: durations and audio per model."""
 
@@ -85,6 +88,9 @@ class GenerateRequest(RequestBody):
     auto_continue: StrictBool = False
     """Run through without pausing at run_through."""
     manifest_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    take_seed: TakeSeed | SkipJsonSchema[None] = None
+    """Reproduce an earlier take: its seed makes the same inputs, so what exists is reused.
+    Drawn at random when left out: two projects with one prompt are two takes."""
 
     @model_validator(mode="after")
     def _fits_the_models(self) -> Self:
@@ -139,6 +145,21 @@ class Branch(Document):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ReuseSource(Document):
+    """Where a reused artifact was first made (P1)."""
+
+    project_id: str
+    checkpoint_id: str
+
+
+class StageLease(Document):
+    """The delivery of a stage task that is running it; others wait until it ends or expires."""
+
+    token: str
+    stage: Stage
+    until: datetime
+
+
 class Project(Document):
     """`projects/{id}`; scenes in `projects/{id}/scenes/{index:03d}`."""
 
@@ -157,6 +178,10 @@ class Project(Document):
     video_model: str
     run_through: RunThrough = "video"
     auto_continue: StrictBool = False
+    pause_each_stage: bool = False
+    """Set by a continue without auto_continue: the user reviews each stage in turn."""
+    take_seed: int = 0
+    """Enters every basis: branches, resumes and forks keep it; a new generate draws one."""
     status: ProjectStatus = ProjectStatus.PENDING
     stage: Stage | None = None
     """The stage running, staged after, or failed in."""
@@ -171,6 +196,12 @@ class Project(Document):
     """Every branch of the project: an edited checkpoint continues on a new one (C3)."""
     current_checkpoint_id: str | None = None
     final_video_object: str | None = None
+    final_video_basis: str | None = None
+    final_video_reused_from: ReuseSource | None = None
+    versions: dict[str, int] = Field(default_factory=dict)
+    """`kind:scene` → the last version number issued for that artifact (1: what the stage
+    made), so concurrent edits never repeat one."""
+    lease: StageLease | None = None
     cost: CostLedger = Field(default_factory=CostLedger)
     run: int = 1
     """Bumped by stop and resume: tasks of an older run find a different number and quit."""
@@ -201,8 +232,17 @@ class Scene(Document):
     keyframe_state: MediaState = MediaState.PENDING
     start_frame_object: str | None = None
     end_frame_object: str | None = None
+    start_frame_reroll: int = 0
+    end_frame_reroll: int = 0
+    """Explicit regenerations ask for another result: the counter enters the basis."""
     clip_state: MediaState = MediaState.PENDING
     clip_operation: str | None = None
     clip_object: str | None = None
+    clip_reroll: int = 0
+    bases: dict[str, str] = Field(default_factory=dict)
+    """start_frame, end_frame, clip → the digest of the inputs each was made from (P1)."""
+    reused_from: dict[str, ReuseSource] = Field(default_factory=dict)
+    """The artifacts this scene took from the index instead of making them."""
     error: str | None = None
     cost_usd: float = 0.0
+    """What this scene's artifacts cost on this run; reused ones cost nothing."""

@@ -1,14 +1,15 @@
-"""Checkpoints and branches as users drive them (C2–C4): edits allowed per stage, continue
-(on the same branch when nothing was edited, on a new one named from its parent otherwise),
-and the views: checkpoint tree, branches, current checkpoint.
+"""Checkpoints and branches as users drive them (C2–C4): edits allowed per stage, continue,
+plans, and the views: checkpoint tree, branches, current checkpoint, versions.
 
-Continuing remakes only what an edit touches: a storyboard edit of scene 3 redoes scene 3's
-keyframes and clip; a new keyframe redoes that scene's clip; every other scene keeps its files.
+A continue does not decide what to remake from the fields an edit touched: it hands the
+checkpoint's scenes (with the draft applied) to the remaining stages, and each stage makes
+exactly the artifacts whose digests miss the owner's index (shared/pipeline/provenance.py).
+Every write that decides something is a guarded project change, so concurrent edits,
+continues and stage deliveries serialise.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -22,16 +23,18 @@ from shared.models.checkpoints import (
     ClipRegenerate,
     Draft,
     KeyframeRegenerate,
+    PendingKeyframe,
     SceneEdit,
+    scenes_with_draft,
 )
 from shared.models.common import new_id
 from shared.models.projects import Branch, MediaState, Project, ProjectStatus, Scene, Stage
 from shared.models.snapshots import SnapshotWithAssets
-from shared.pipeline.ports import KeyframeRequest
+from shared.pipeline.plans import Plan, plan_stages
 from shared.pipeline.projects import ProjectService
-from shared.pipeline.providers import ProviderSet
-from shared.pipeline.runner import PipelineRunner, store_media
-from shared.repositories.projects import ProjectRepository
+from shared.pipeline.runner import KeyframeJob, PipelineRunner, store_media
+from shared.pipeline.storyboard import choose_references
+from shared.repositories.projects import ProjectChange, ProjectRepository
 from shared.settings import Settings
 from shared.storage import BlobStore
 
@@ -51,6 +54,11 @@ WHAT = {
     ArtifactKind.KEYFRAME: "keyframes",
     ArtifactKind.CLIP: "clips",
 }
+MEDIA_FIELDS = {
+    "start-frame": "start_frame_object",
+    "end-frame": "end_frame_object",
+    "clip": "clip_object",
+}
 
 
 def next_branch_name(project: Project, base: str) -> str:
@@ -59,12 +67,34 @@ def next_branch_name(project: Project, base: str) -> str:
     return f"{base}-{len(children) + 1}"
 
 
-def scenes_with_draft(checkpoint: Checkpoint, draft: Draft) -> list[Scene]:
+def stages_to_run(checkpoint: Checkpoint, draft: Draft) -> list[Stage]:
+    """The stages after the checkpoint's own; the clips stage again when a clip is to be
+    remade at the clips checkpoint."""
+    done = list(checkpoint.stages_done)
+    if draft.redo_clips and Stage.CLIPS in done:
+        done = done[: done.index(Stage.CLIPS)]
+    return [stage for stage in Stage if stage not in done]
+
+
+def prepared_scenes(checkpoint: Checkpoint, draft: Draft, stages: list[Stage]) -> list[Scene]:
+    """The checkpoint's scenes with the draft applied, their media of `stages` cleared for the
+    stages to find again (in the index, or by making them)."""
     scenes = []
-    for scene in checkpoint.scenes:
-        changes = draft.scenes.get(str(scene.index), {})
-        # Validated, not copied over: edits arrive as JSON values (enums as strings).
-        scenes.append(Scene.model_validate({**scene.model_dump(), **changes}) if changes else scene)
+    for scene in scenes_with_draft(checkpoint, draft):
+        after = scene.model_copy(deep=True)
+        after.error, after.cost_usd = None, 0.0
+        if Stage.KEYFRAMES in stages:
+            after.keyframe_state = MediaState.PENDING
+            after.start_frame_object = after.end_frame_object = None
+            for role in ("start_frame", "end_frame"):
+                after.bases.pop(role, None)
+                after.reused_from.pop(role, None)
+        if Stage.CLIPS in stages:
+            after.clip_state = MediaState.PENDING
+            after.clip_object = after.clip_operation = None
+            after.bases.pop("clip", None)
+            after.reused_from.pop("clip", None)
+        scenes.append(after)
     return scenes
 
 
@@ -75,7 +105,6 @@ class CheckpointService:
         repo: ProjectRepository,
         runner: PipelineRunner,
         blobs: BlobStore,
-        providers: Callable[[Project], ProviderSet],
         snapshots: Callable[[str], SnapshotWithAssets | None],
         settings: Settings,
     ) -> None:
@@ -83,7 +112,6 @@ class CheckpointService:
         self._repo = repo
         self._runner = runner
         self._blobs = blobs
-        self._providers = providers
         self._snapshots = snapshots
         self._settings = settings
 
@@ -95,57 +123,126 @@ class CheckpointService:
 
     def get(
         self, identity: Identity, project_id: str, checkpoint_id: str
-    ) -> tuple[Checkpoint, Draft]:
-        self._projects.owned(identity, project_id)
+    ) -> tuple[Project, Checkpoint, Draft]:
+        project = self._projects.owned(identity, project_id)
         checkpoint = self._checkpoint(project_id, checkpoint_id)
-        return checkpoint, self._repo.draft(project_id, checkpoint_id)
+        return project, checkpoint, self._repo.draft(project_id, checkpoint_id)
+
+    def current(self, identity: Identity, project_id: str) -> tuple[Project, Checkpoint, Draft]:
+        project = self._projects.owned(identity, project_id)
+        if project.current_checkpoint_id is None:
+            raise NotFound(f"project {project_id} has no checkpoint yet: its first stage runs")
+        return self.get(identity, project_id, project.current_checkpoint_id)
+
+    def media(self, identity: Identity, project_id: str, checkpoint_id: str, index: int | None,
+              what: str) -> str:  # fmt: skip
+        """The object a checkpoint holds: a scene's start-frame, end-frame or clip, or (no
+        index) the final video. Its own, never the project's newest."""
+        _, checkpoint, _ = self.get(identity, project_id, checkpoint_id)
+        if index is None:
+            if checkpoint.final_video_object is None:
+                raise NotFound(f"checkpoint {checkpoint_id} ({checkpoint.stage.value}) holds no "
+                               "final video; the stitch checkpoint does")  # fmt: skip
+            return checkpoint.final_video_object
+        scene = next((s for s in checkpoint.scenes if s.index == index), None)
+        if scene is None:
+            raise NotFound(f"scene {index} does not exist in checkpoint {checkpoint_id}")
+        name: str | None = getattr(scene, MEDIA_FIELDS[what])
+        if name is None:
+            raise NotFound(f"checkpoint {checkpoint_id} ({checkpoint.stage.value}) holds no "
+                           f"{what} for scene {index}")  # fmt: skip
+        return name
 
     def versions(self, identity: Identity, project_id: str) -> list[ArtifactVersion]:
+        """Every edited version, and version 1 (what the stage made) of each edited artifact."""
         self._projects.owned(identity, project_id)
-        return self._repo.artifacts(project_id)
+        edited = self._repo.artifacts(project_id)
+        firsts: dict[tuple[int, ArtifactKind], ArtifactVersion] = {}
+        for version in sorted(edited, key=lambda a: a.version):
+            firsts.setdefault((version.scene, version.kind), version)
+        checkpoints = {c.id: c for c in self._repo.checkpoints(project_id)}
+        originals = []
+        for (index, kind), first in firsts.items():
+            checkpoint = checkpoints.get(first.checkpoint_id)
+            scene = (
+                next((s for s in checkpoint.scenes if s.index == index), None)
+                if checkpoint
+                else None
+            )
+            if checkpoint is None or scene is None:
+                continue
+            made = scene.model_dump(mode="json")
+            originals.append(ArtifactVersion(
+                id=f"{kind.value}-{index}-v1", checkpoint_id=checkpoint.id, scene=index,
+                kind=kind, version=1, made_by="made",
+                fields={k: made.get(k) for k in first.fields}, created_at=checkpoint.created_at,
+            ))  # fmt: skip
+        return sorted([*originals, *edited], key=lambda a: (a.scene, a.kind, a.version))
+
+    def plan(self, identity: Identity, project_id: str, checkpoint_id: str) -> Plan:
+        project, checkpoint, draft = self.get(identity, project_id, checkpoint_id)
+        return self._plan(project, checkpoint, draft)
+
+    def _plan(self, project: Project, checkpoint: Checkpoint, draft: Draft) -> Plan:
+        stages = stages_to_run(checkpoint, draft)
+        scenes = prepared_scenes(checkpoint, draft, stages)
+        by_id = self._runner.snapshot_assets(project)
+        return plan_stages(project, scenes, stages, by_id, self._runner.index)
 
     # ----- edits (C2) ------------------------------------------------------------------------
 
     def edit_scene(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int, edit: SceneEdit
     ) -> Scene:
-        project, checkpoint, draft, scene = self._editable(
-            identity, project_id, checkpoint_id, index, ArtifactKind.SCENE
-        )
+        self._projects.owned(identity, project_id)
         fields = edit.model_dump(exclude_unset=True, mode="json")
         if any(value is None for value in fields.values()):
             raise ValidationFailed("scene fields cannot be set to null")
-        if "asset_tags" in fields:
-            self._check_tags(project, fields["asset_tags"])
-        return self._record(
-            project_id, checkpoint, draft, scene, ArtifactKind.SCENE, "edited", fields
-        )
+        if not fields:
+            raise ValidationFailed("the edit names no field to change")
+
+        def plan(project: Project) -> ProjectChange[Scene]:
+            checkpoint, draft, scene = self._editable(
+                project, checkpoint_id, index, ArtifactKind.SCENE
+            )
+            if "asset_tags" in fields:
+                self._check_tags(project, fields["asset_tags"])
+            changes = dict(fields)
+            if {"asset_tags", "shot_type"} & changes.keys():
+                # References follow the scene: chosen again by the shot-type rules.
+                by_tag = {a.manifest_tag: a for a in self._runner.snapshot_assets(project).values()}
+                edited = Scene.model_validate({**scene.model_dump(), **changes})
+                changes["reference_asset_ids"] = choose_references(
+                    edited.shot_type, edited.asset_tags, by_tag
+                )
+            return self._record(project, checkpoint, draft, scene, ArtifactKind.SCENE, "edited",
+                                changes)  # fmt: skip
+
+        return self._repo.change(project_id, plan)
 
     def regenerate_keyframe(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int,
         body: KeyframeRegenerate,
     ) -> Scene:  # fmt: skip
-        project, checkpoint, draft, scene = self._editable(
-            identity, project_id, checkpoint_id, index, ArtifactKind.KEYFRAME
-        )
-        prompt_field = "keyframe_prompt" if body.frame == "start" else "end_keyframe_prompt"
-        prompt = body.prompt or getattr(scene, prompt_field)
-        references = self._runner.references(project, scene)
-        version = len([a for a in self._repo.artifacts(project_id) if a.scene == index]) + 1
-        image = asyncio.run(
-            self._providers(project).image.keyframe(
-                KeyframeRequest(
-                    prompt, project.aspect_ratio, references, seed=10_000 * version + index
-                )
-            )
-        )
-        name = store_media(
-            self._blobs, self._settings.storage.media_bucket, image.data, image.content_type, "png"
-        )
-        fields = {f"{body.frame}_frame_object": name, prompt_field: prompt}
-        return self._record(
-            project_id, checkpoint, draft, scene, ArtifactKind.KEYFRAME, "regenerated", fields
-        )
+        """Queued as a task (image models take seconds to minutes); the draft shows it
+        pending until the new version is made."""
+        self._projects.owned(identity, project_id)
+
+        def plan(project: Project) -> ProjectChange[tuple[Scene, KeyframeJob]]:
+            _, draft, scene = self._editable(project, checkpoint_id, index, ArtifactKind.KEYFRAME)
+            key = f"{ArtifactKind.KEYFRAME.value}:{index}"
+            version = project.versions.get(key, 1) + 1
+            project.versions[key] = version
+            draft.pending.append(PendingKeyframe(scene=index, frame=body.frame, version=version,
+                                                 prompt=body.prompt))  # fmt: skip
+            job = KeyframeJob(checkpoint_id=checkpoint_id, scene=index, frame=body.frame,
+                              version=version)  # fmt: skip
+            return ProjectChange(project, (scene, job), summary="regenerate a keyframe",
+                                 draft=draft)  # fmt: skip
+
+        scene, job = self._repo.change(project_id, plan)
+        self._runner.enqueue_keyframe(self._projects.owned(identity, project_id), job)
+        return scene
 
     def upload_keyframe(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int,
@@ -153,92 +250,99 @@ class CheckpointService:
     ) -> Scene:  # fmt: skip
         if frame not in ("start", "end"):
             raise ValidationFailed("frame must be 'start' or 'end'")
-        _, checkpoint, draft, scene = self._editable(
-            identity, project_id, checkpoint_id, index, ArtifactKind.KEYFRAME
-        )
+        self._projects.owned(identity, project_id)
         storage = self._settings.storage
         image = validate_image(
             data, max_bytes=storage.max_upload_bytes, max_pixels=storage.max_image_pixels,
             thumbnail_px=storage.thumbnail_px,
         )  # fmt: skip
+        # Content-addressed: stored before the change is decided, harmless if it is refused.
         name = store_media(
             self._blobs, storage.media_bucket, image.normalized, image.content_type, image.extension
         )
-        return self._record(
-            project_id, checkpoint, draft, scene, ArtifactKind.KEYFRAME, "uploaded",
-            {f"{frame}_frame_object": name},
-        )  # fmt: skip
+
+        def plan(project: Project) -> ProjectChange[Scene]:
+            checkpoint, draft, scene = self._editable(
+                project, checkpoint_id, index, ArtifactKind.KEYFRAME
+            )
+            return self._record(project, checkpoint, draft, scene, ArtifactKind.KEYFRAME,
+                                "uploaded", {f"{frame}_frame_object": name})  # fmt: skip
+
+        return self._repo.change(project_id, plan)
 
     def regenerate_clip(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int,
         body: ClipRegenerate,
     ) -> Scene:  # fmt: skip
         """The clip is made again when the project continues (video models take minutes)."""
-        _, checkpoint, draft, scene = self._editable(
-            identity, project_id, checkpoint_id, index, ArtifactKind.CLIP
-        )
-        if index not in draft.redo_clips:
-            draft.redo_clips.append(index)
-        fields = {"motion_prompt": body.motion_prompt} if body.motion_prompt else {}
-        return self._record(
-            project_id, checkpoint, draft, scene, ArtifactKind.CLIP, "regenerated", fields
-        )
+        self._projects.owned(identity, project_id)
+
+        def plan(project: Project) -> ProjectChange[Scene]:
+            checkpoint, draft, scene = self._editable(
+                project, checkpoint_id, index, ArtifactKind.CLIP
+            )
+            key = f"{ArtifactKind.CLIP.value}:{index}"
+            fields: dict[str, Any] = {"clip_reroll": project.versions.get(key, 1) + 1}
+            if body.motion_prompt:
+                fields["motion_prompt"] = body.motion_prompt
+            if index not in draft.redo_clips:
+                draft.redo_clips.append(index)
+            return self._record(project, checkpoint, draft, scene, ArtifactKind.CLIP,
+                                "regenerated", fields)  # fmt: skip
+
+        return self._repo.change(project_id, plan)
 
     # ----- continue (C3) ---------------------------------------------------------------------
 
     def continue_from(
-        self, identity: Identity, project_id: str, checkpoint_id: str, *, auto_continue: bool
-    ) -> Project:
-        project = self._projects.owned(identity, project_id)
-        self._not_running(project)
+        self, identity: Identity, project_id: str, checkpoint_id: str, *, auto_continue: bool,
+        new_branch: bool = False,
+    ) -> tuple[Project, Plan]:  # fmt: skip
+        owned = self._projects.owned(identity, project_id)
         checkpoint = self._checkpoint(project_id, checkpoint_id)
-        draft = self._repo.draft(project_id, checkpoint_id)
-        scenes = self._invalidate(scenes_with_draft(checkpoint, draft), draft)
-        stages_done = list(checkpoint.stages_done)
-        if draft.redo_clips and Stage.CLIPS in stages_done:
-            stages_done = stages_done[: stages_done.index(Stage.CLIPS)]
-        pending = [stage for stage in Stage if stage not in stages_done]
-        if not pending:
-            raise Conflict("this checkpoint is the finished video and nothing was edited")
-        before = project.model_copy(deep=True)
-        if draft.edited:
-            project.branch = next_branch_name(project, checkpoint.branch)
-            project.branches[project.branch] = Branch(
-                parent=checkpoint.branch, from_checkpoint=checkpoint.id
-            )
-        else:
-            project.branch = checkpoint.branch
-        project.current_checkpoint_id = checkpoint.id
-        project.stages_done = stages_done
-        project.stage = pending[0]
-        project.status = pending[0].status
-        project.error = None
-        project.final_video_object = None
-        project.auto_continue = auto_continue
-        project.run += 1
-        self._repo.put_scenes(project_id, scenes)
-        saved = self._repo.save(before, project)
-        self._repo.save_draft(project_id, Draft(checkpoint_id=checkpoint_id))  # consumed
-        self._runner.enqueue(saved, pending[0])
-        return saved
+        planned = self._plan(owned, checkpoint, self._repo.draft(project_id, checkpoint_id))
 
-    @staticmethod
-    def _invalidate(scenes: list[Scene], draft: Draft) -> list[Scene]:
-        """Downstream of an edit is made again; nothing else."""
-        result = []
-        for scene in scenes:
-            changes = draft.scenes.get(str(scene.index), {})
-            story_edit = any(k not in ("start_frame_object", "end_frame_object") for k in changes)
-            frame_edit = any(k in ("start_frame_object", "end_frame_object") for k in changes)
-            after = scene.model_copy(deep=True)
-            if story_edit and not frame_edit and set(changes) != {"motion_prompt"}:
-                after.keyframe_state = MediaState.PENDING
-                after.start_frame_object = after.end_frame_object = None
-            if story_edit or frame_edit or scene.index in draft.redo_clips:
-                after.clip_state = MediaState.PENDING
-                after.clip_object = after.clip_operation = None
-            result.append(after)
-        return result
+        def plan(project: Project) -> ProjectChange[Project]:
+            self._not_running(project)
+            draft = self._repo.draft(project_id, checkpoint_id)
+            if draft.pending:
+                raise Conflict(f"a keyframe of checkpoint {checkpoint_id} is still being "
+                               "regenerated; continue when the draft shows it made")  # fmt: skip
+            stages = stages_to_run(checkpoint, draft)
+            if not stages:
+                raise Conflict("this checkpoint is the finished video and nothing was edited")
+            if draft.edited or new_branch:
+                project.branch = next_branch_name(project, checkpoint.branch)
+                project.branches[project.branch] = Branch(
+                    parent=checkpoint.branch, from_checkpoint=checkpoint.id
+                )
+            else:
+                child = next((c for c in self._repo.checkpoints(project_id)
+                              if c.parent_id == checkpoint.id and c.branch == checkpoint.branch), None)  # fmt: skip
+                if child is not None:
+                    raise Conflict(
+                        f"checkpoint {checkpoint.id} was continued already: its {child.stage.value} "
+                        f"checkpoint {child.id} follows it on branch {child.branch}; edit it, or "
+                        'send {"new_branch": true} to continue it on a branch of its own'
+                    )
+                project.branch = checkpoint.branch
+            project.current_checkpoint_id = checkpoint.id
+            project.stages_done = [s for s in checkpoint.stages_done if s not in stages]
+            project.stage, project.status = stages[0], stages[0].status
+            project.error, project.lease = None, None
+            project.final_video_object = project.final_video_basis = None
+            project.final_video_reused_from = None
+            project.auto_continue, project.pause_each_stage = auto_continue, not auto_continue
+            project.run += 1
+            consumed = Draft(checkpoint_id=checkpoint_id, continued_as=project.branch)
+            return ProjectChange(project, project, summary=f"continue {checkpoint_id}",
+                                 scenes=prepared_scenes(checkpoint, draft, stages),
+                                 draft=consumed)  # fmt: skip
+
+        saved = self._repo.change(project_id, plan)
+        assert saved.stage is not None
+        self._runner.enqueue(saved, saved.stage)
+        return saved, planned
 
     # -------------------------------------------------------------------------------------------
 
@@ -257,26 +361,20 @@ class CheckpointService:
             )
 
     def _editable(
-        self,
-        identity: Identity,
-        project_id: str,
-        checkpoint_id: str,
-        index: int,
-        kind: ArtifactKind,
-    ) -> tuple[Project, Checkpoint, Draft, Scene]:
-        project = self._projects.owned(identity, project_id)
+        self, project: Project, checkpoint_id: str, index: int, kind: ArtifactKind
+    ) -> tuple[Checkpoint, Draft, Scene]:
         self._not_running(project)
-        checkpoint = self._checkpoint(project_id, checkpoint_id)
+        checkpoint = self._checkpoint(project.id, checkpoint_id)
         if checkpoint.stage is not WHERE[kind]:
             raise Conflict(
                 f"{WHAT[kind]} can be edited at the {WHERE[kind].value} checkpoint; "
                 f"checkpoint {checkpoint.id} is the {checkpoint.stage.value} checkpoint"
             )
-        draft = self._repo.draft(project_id, checkpoint_id)
+        draft = self._repo.draft(project.id, checkpoint_id)
         scene = next((s for s in scenes_with_draft(checkpoint, draft) if s.index == index), None)
         if scene is None:
             raise NotFound(f"scene {index} does not exist in checkpoint {checkpoint_id}")
-        return project, checkpoint, draft, scene
+        return checkpoint, draft, scene
 
     def _check_tags(self, project: Project, tags: list[str]) -> None:
         snapshot = self._snapshots(project.snapshot_id) if project.snapshot_id else None
@@ -288,21 +386,29 @@ class CheckpointService:
                 f"{', '.join(sorted(known)) or 'none'}"
             )
 
+    @staticmethod
     def _record(
-        self, project_id: str, checkpoint: Checkpoint, draft: Draft, scene: Scene,
-        kind: ArtifactKind, made_by: Literal["edited", "uploaded", "regenerated"], fields: Mapping[str, Any],
-    ) -> Scene:  # fmt: skip
-        """A new immutable version of the artifact, and the draft pointing at it."""
-        versions = [
-            a for a in self._repo.artifacts(project_id) if a.scene == scene.index and a.kind is kind
-        ]
+        project: Project, checkpoint: Checkpoint, draft: Draft, scene: Scene, kind: ArtifactKind,
+        made_by: Literal["edited", "uploaded", "regenerated"], fields: Mapping[str, Any],
+    ) -> ProjectChange[Scene]:  # fmt: skip
+        """A new immutable version of the artifact and the draft pointing at it, numbered from
+        the project's counter; an edit that changes nothing is refused and writes nothing."""
+        current = scene.model_dump(mode="json")
+        changed = {k: v for k, v in fields.items() if current.get(k) != v}
+        if not changed and not (kind is ArtifactKind.CLIP and "clip_reroll" in fields):
+            raise ValidationFailed(
+                f"scene {scene.index} already has these values; the edit changes nothing"
+            )
+        key = f"{kind.value}:{scene.index}"
+        version = project.versions.get(key, 1) + 1
+        project.versions[key] = version
         artifact = ArtifactVersion(
             id=new_id(), checkpoint_id=checkpoint.id, scene=scene.index, kind=kind,
-            version=len(versions) + 2,  # version 1 is what the stage made
-            made_by=made_by, fields=dict(fields),
+            version=version, made_by=made_by, fields=dict(fields),
         )  # fmt: skip
-        self._repo.add_artifact(project_id, artifact)
         draft.scenes.setdefault(str(scene.index), {}).update(fields)
         draft.artifact_ids.append(artifact.id)
-        self._repo.save_draft(project_id, draft)
-        return Scene.model_validate({**scene.model_dump(), **fields})
+        return ProjectChange(
+            project, Scene.model_validate({**scene.model_dump(), **fields}),
+            summary=f"{made_by} {kind.value} {scene.index}", draft=draft, artifacts=[artifact],
+        )  # fmt: skip

@@ -177,6 +177,7 @@ class VeoVideoModel(GenaiProvider):
         return types.GenerateVideosConfig(
             number_of_videos=1,
             duration_seconds=request.seconds,
+            seed=request.seed,
             aspect_ratio=request.aspect_ratio,
             last_frame=last_frame,
             # Said whenever the model has audio: Veo 3 would add a sound track by default.

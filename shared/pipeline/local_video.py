@@ -118,7 +118,7 @@ def _request_digest(request: ClipRequest) -> str:
         request.prompt.encode(),
         request.start_frame,
         request.end_frame or b"",
-        f"{request.seconds}|{request.aspect_ratio}|{request.audio}".encode(),
+        f"{request.seconds}|{request.aspect_ratio}|{request.audio}|{request.seed}".encode(),
     ):
         hasher.update(hashlib.sha256(part).digest())
     return hasher.hexdigest()

@@ -116,6 +116,7 @@ class ClipRequest:
     seconds: int
     aspect_ratio: AspectRatio
     audio: bool = False
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

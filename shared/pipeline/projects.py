@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from pydantic import ValidationError
 
 from shared.auth import Identity
@@ -18,7 +20,7 @@ from shared.models.projects import (
 from shared.pipeline.prices import CostEstimate, estimate_run
 from shared.pipeline.runner import PipelineRunner
 from shared.registry import refuse_nulls
-from shared.repositories.projects import ProjectRepository
+from shared.repositories.projects import ProjectChange, ProjectRepository
 from shared.usage import ManifestUsage
 
 
@@ -42,6 +44,11 @@ def _check_settings(settings: dict[str, object]) -> None:
     except ValidationError as error:
         reason = error.errors()[0]["msg"].removeprefix("Value error, ")
         raise ValidationFailed(f"these models do not fit the project: {reason}") from error
+
+
+def pending_stage(project: Project) -> Stage:
+    assert project.stage is not None
+    return project.stage
 
 
 class ProjectService:
@@ -79,6 +86,9 @@ class ProjectService:
             manifest_id=request.manifest_id,
             snapshot_id=snapshot.id if snapshot else None,
             manifest_version=snapshot.manifest_version if snapshot else None,
+            take_seed=(
+                request.take_seed if request.take_seed is not None else secrets.randbelow(2**31)
+            ),
         )
         project.cost.estimate_usd = round(
             estimate(request, len(snapshot.asset_ids) if snapshot else 0).total, 4
@@ -98,70 +108,80 @@ class ProjectService:
         return project, self._projects.scenes(project_id)
 
     def stop(self, identity: Identity, project_id: str) -> Project:
-        project = self.owned(identity, project_id)
-        if project.status.is_terminal:
-            raise Conflict(f"project {project_id} is {project.status.value}; nothing to stop")
-        before = project.model_copy(deep=True)
-        project.status = ProjectStatus.STOPPED
-        project.run += 1  # tasks of the stopped run find another number and quit
-        return self._projects.save(before, project)
+        self.owned(identity, project_id)
+
+        def plan(project: Project) -> ProjectChange[Project]:
+            if project.status.is_terminal:
+                raise Conflict(f"project {project_id} is {project.status.value}; nothing to stop")
+            project.status = ProjectStatus.STOPPED
+            project.run += 1  # tasks of the stopped run find another number and quit
+            project.lease = None
+            return ProjectChange(project, project, summary="stop")
+
+        return self._projects.change(project_id, plan)
 
     def resume(
         self, identity: Identity, project_id: str, overrides: ResumeRequest | None = None
     ) -> Project:
         """Continues from the first stage not done; failed scenes are tried again, with other
         models if asked (they must fit the project's settings, as at generate)."""
-        project = self.owned(identity, project_id)
-        if project.status not in (
-            ProjectStatus.STOPPED,
-            ProjectStatus.FAILED,
-            ProjectStatus.STAGED,
-        ):
-            raise Conflict(
-                f"project {project_id} is {project.status.value}; only stopped, failed or "
-                "staged projects resume"
-            )
-        pending = [stage for stage in Stage if stage not in project.stages_done]
-        if not pending:
-            raise Conflict(f"project {project_id} has no stage left to run")
-        before = project.model_copy(deep=True)
-        if overrides is not None:
-            changes = overrides.model_dump(exclude_unset=True)
-            refuse_nulls(changes)
-            # The same rules as generate: clip length and audio must suit the video model.
-            _check_settings(
-                {"prompt": project.prompt, "aspect_ratio": project.aspect_ratio,
-                 "clip_seconds": project.clip_seconds, "total_seconds": project.total_seconds,
-                 "audio": project.audio, "text_model": project.text_model,
-                 "image_model": project.image_model, "video_model": project.video_model,
-                 **changes}
-            )  # fmt: skip
-            for field, value in changes.items():
-                setattr(project, field, value)
-        project.run += 1
-        project.status = pending[0].status
-        project.stage = pending[0]
-        project.error = None
-        # Past run_through the pipeline only pauses again at the next resume's stage if it is
-        # the run_through stage itself, which is done: it runs on to the end.
-        saved = self._projects.save(before, project)
-        self._runner.enqueue(saved, pending[0])
+        self.owned(identity, project_id)
+        changes = overrides.model_dump(exclude_unset=True) if overrides is not None else {}
+        refuse_nulls(changes)
+
+        def plan(project: Project) -> ProjectChange[Project]:
+            if project.status not in (
+                ProjectStatus.STOPPED,
+                ProjectStatus.FAILED,
+                ProjectStatus.STAGED,
+            ):
+                raise Conflict(
+                    f"project {project_id} is {project.status.value}; only stopped, failed or "
+                    "staged projects resume"
+                )
+            pending = [stage for stage in Stage if stage not in project.stages_done]
+            if not pending:
+                raise Conflict(f"project {project_id} has no stage left to run")
+            if changes:
+                # The same rules as generate: clip length and audio must suit the video model.
+                _check_settings(
+                    {"prompt": project.prompt, "aspect_ratio": project.aspect_ratio,
+                     "clip_seconds": project.clip_seconds, "total_seconds": project.total_seconds,
+                     "audio": project.audio, "text_model": project.text_model,
+                     "image_model": project.image_model, "video_model": project.video_model,
+                     **changes}
+                )  # fmt: skip
+                for field, value in changes.items():
+                    setattr(project, field, value)
+            project.run += 1
+            project.status, project.stage = pending[0].status, pending[0]
+            project.error, project.lease = None, None
+            return ProjectChange(project, project, summary="resume")
+
+        saved = self._projects.change(project_id, plan)
+        self._runner.enqueue(saved, pending_stage(saved))
         return saved
 
     def rename(self, identity: Identity, project_id: str, name: str) -> Project:
-        project = self.owned(identity, project_id)
-        before = project.model_copy(deep=True)
-        project.name = name
-        return self._projects.save(before, project)
+        self.owned(identity, project_id)
+
+        def plan(project: Project) -> ProjectChange[Project]:
+            project.name = name
+            return ProjectChange(project, project, summary="rename")
+
+        return self._projects.change(project_id, plan)
 
     def delete(self, identity: Identity, project_id: str) -> None:
-        project = self.owned(identity, project_id)
-        before = project.model_copy(deep=True)
-        project.is_deleted = True
-        if not project.status.is_terminal:
-            project.status = ProjectStatus.STOPPED
-            project.run += 1
-        self._projects.save(before, project)
+        self.owned(identity, project_id)
+
+        def plan(project: Project) -> ProjectChange[None]:
+            project.is_deleted = True
+            if not project.status.is_terminal:
+                project.status = ProjectStatus.STOPPED
+                project.run += 1
+            return ProjectChange(project, None, summary="delete")
+
+        self._projects.change(project_id, plan)
 
     def list(
         self, identity: Identity, status: ProjectStatus | None, limit: int, cursor: str | None

@@ -1,10 +1,15 @@
 """The pipeline's stages as Cloud Tasks (G2): storyboard → keyframes → clips → stitch.
 
-Each delivery of a stage task is idempotent: scenes record what is done (keyframe_state,
-clip_state), so a repeated or resumed stage only does what is missing. A task carries the
-project's `run`; stop and resume bump it, so tasks of an older run quit. Long video jobs are
-never waited on: clips are started, and a delayed task polls them until they are done.
-A failure names the stage, the scene and the cause; a resume retries the failed scenes.
+Every artifact is keyed by the digest of its inputs (shared/pipeline/provenance.py). Before a
+stage calls a model it looks the digest up in the owner's artifact index: a hit is reused at
+no cost, a miss is made and recorded. So a repeated, resumed or continued stage, a branch or a
+project with the same take makes only what is new, wherever it is.
+
+A delivery takes the stage's lease in a guarded project write; a second delivery meanwhile is
+told to come back later. The stage's end (stages_done, its checkpoint, the ledger, what comes
+next) is one guarded write too, so deliveries that race record one checkpoint. A task carries
+the project's `run`; stop, resume and continue bump it, so tasks of an older run quit. Clips are
+started, and a delayed task polls them. A failure names the stage, the scene and the cause.
 """
 
 from __future__ import annotations
@@ -12,22 +17,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
 from shared.models.assets import Asset
-from shared.models.checkpoints import Checkpoint
+from shared.models.checkpoints import ArtifactKind, ArtifactVersion, Checkpoint, scenes_with_draft
 from shared.models.common import RequestBody, new_id, utcnow
 from shared.models.projects import (
     RUN_THROUGH_STAGE,
     MediaState,
     Project,
     ProjectStatus,
+    ReuseSource,
     Scene,
     Stage,
     StageError,
+    StageLease,
 )
 from shared.models.snapshots import SnapshotWithAssets
 from shared.pipeline.ports import (
@@ -37,11 +46,24 @@ from shared.pipeline.ports import (
     KeyframeRequest,
     ProviderError,
     ReferenceImage,
+    StoryboardDraft,
     StoryboardRequest,
+)
+from shared.pipeline.provenance import (
+    BasisKind,
+    KeyframeSpec,
+    clip_digest,
+    content_hash,
+    digest,
+    final_video_basis,
+    keyframe_specs,
+    storyboard_basis,
+    take_seed,
 )
 from shared.pipeline.providers import ProviderSet
 from shared.pipeline.storyboard import place_scene
-from shared.repositories.projects import ProjectRepository
+from shared.repositories.artifacts import ArtifactIndex, IndexEntry, SpendLine
+from shared.repositories.projects import ProjectChange, ProjectRepository, unchanged
 from shared.settings import Settings
 from shared.storage import BlobStore
 from shared.tasks import TaskDispatcher
@@ -49,6 +71,15 @@ from shared.tasks import TaskDispatcher
 log = logging.getLogger(__name__)
 POLL_DELAY_S = 10.0
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+
+
+class KeyframeJob(RequestBody):
+    """An explicit keyframe regeneration at a keyframes checkpoint, run as a task."""
+
+    checkpoint_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    scene: int = Field(ge=0)
+    frame: Literal["start", "end"]
+    version: int = Field(ge=2)
 
 
 class StageTask(RequestBody):
@@ -59,6 +90,7 @@ class StageTask(RequestBody):
     run: int = Field(ge=1)
     poll: int = Field(default=0, ge=0)
     """How many times clips have been polled: names the next polling task uniquely."""
+    keyframe: KeyframeJob | None = None
 
 
 class StageOutcome(StrEnum):
@@ -67,7 +99,7 @@ class StageOutcome(StrEnum):
     WAITING = "waiting"
     """Clips still rendering; a delayed poll task is queued: acknowledge."""
     NOT_READY = "not_ready"
-    """The previous stage is not recorded yet: retry later."""
+    """The previous stage is not recorded yet, or another delivery runs it: retry later."""
     FAILED = "failed"
 
 
@@ -80,6 +112,21 @@ def store_media(
     return name
 
 
+def checkpoint_id(project: Project, stage: Stage) -> str:
+    """One checkpoint per stage per run: deliveries that race create the same document."""
+    return f"r{project.run}-{stage.value}"
+
+
+def ledger_from(project: Project, spend: list[SpendLine]) -> None:
+    """The ledger is what the project's spend lines add up to: one line per artifact made."""
+    by_stage: dict[Stage, float] = {}
+    for line in spend:
+        stage = Stage(line.stage)
+        by_stage[stage] = round(by_stage.get(stage, 0.0) + line.cost_usd, 6)
+    project.cost.by_stage = by_stage
+    project.cost.spent_usd = round(sum(by_stage.values()), 6)
+
+
 class PipelineRunner:
     def __init__(
         self,
@@ -89,6 +136,7 @@ class PipelineRunner:
         dispatcher: Callable[[], TaskDispatcher],
         providers: Callable[[Project], ProviderSet],
         settings: Settings,
+        index: ArtifactIndex,
     ) -> None:
         self._projects = projects
         self._snapshots = snapshots
@@ -96,6 +144,7 @@ class PipelineRunner:
         self._dispatcher = dispatcher
         self._providers = providers
         self._settings = settings
+        self.index = index
 
     @property
     def _bucket(self) -> str:
@@ -112,118 +161,179 @@ class PipelineRunner:
             delay_s=delay_s,
         )
 
-    def run(self, task: StageTask) -> StageOutcome:
-        project = self._projects.get(task.project_id)
-        if project is None or project.is_deleted or project.run != task.run:
-            return StageOutcome.DONE  # gone, or a task of a stopped run
-        if project.status.is_terminal or task.stage in project.stages_done:
-            self._after(project, task.stage)
-            return StageOutcome.DONE
-        previous = (
-            list(Stage)[list(Stage).index(task.stage) - 1]
-            if task.stage is not Stage.STORYBOARD
-            else None
+    def enqueue_keyframe(self, project: Project, job: KeyframeJob) -> None:
+        self._dispatcher().enqueue(
+            self._settings.tasks.pipeline_queue,
+            self._settings.tasks.pipeline_url,
+            StageTask(project_id=project.id, stage=Stage.KEYFRAMES, run=project.run, keyframe=job),
+            task_id=f"{project.id}-kf-{job.scene}-{job.frame}-v{job.version}",
         )
-        if previous is not None and previous not in project.stages_done:
-            return StageOutcome.NOT_READY
-        before = project.model_copy(deep=True)
-        project.status, project.stage, project.error = task.stage.status, task.stage, None
-        project = self._projects.save(before, project)
-        providers = self._providers(project)
+
+    def run(self, task: StageTask) -> StageOutcome:
+        if task.keyframe is not None:
+            return self._regenerate_keyframe(task, task.keyframe)
+        token = new_id()
+        started = self._projects.change(task.project_id, lambda p: self._start(p, task, token))
+        if isinstance(started, StageOutcome):
+            return started
+        project = started
+        if task.stage in project.stages_done:
+            self._follow(project)  # a redelivery after the end: make sure what follows is queued
+            return StageOutcome.DONE
         try:
             finished = {
                 Stage.STORYBOARD: self._storyboard,
                 Stage.KEYFRAMES: self._keyframes,
                 Stage.CLIPS: self._clips,
                 Stage.STITCH: self._stitch,
-            }[task.stage](project, providers, task)
+            }[task.stage](project, self._providers(project), task)
         except ProviderError as error:
-            self._fail(project, task.stage, error)
+            failure = error
+            self._projects.change(project.id, lambda p: self._fail(p, task, failure))
+            log.warning("project %s failed at %s: %s", project.id, task.stage, error)
             return StageOutcome.FAILED
+        except BaseException:
+            self._projects.change(project.id, lambda p: self._release(p, token))
+            raise
         if not finished:
+            self._projects.change(project.id, lambda p: self._release(p, token))
             return StageOutcome.WAITING
-        current = self._projects.get(project.id)
-        if current is None or current.run != task.run:
-            return StageOutcome.DONE  # stopped while the stage ran: its work stays, unrecorded
-        project = self._finish_stage(current, task.stage)
-        self._after(project, task.stage)
+        ended = self._projects.change(project.id, lambda p: self._finish(p, task))
+        if ended is not None:
+            self._follow(ended)
         return StageOutcome.DONE
 
-    def _after(self, project: Project, stage: Stage) -> None:
-        """What follows a finished stage: the next stage, a staged pause, or the end."""
-        if project.status is ProjectStatus.STAGED or project.status.is_terminal:
-            return
-        following = stage.next
-        before = project.model_copy(deep=True)
-        if following is None:
-            project.status = ProjectStatus.COMPLETE
-            project.stage = None
-            self._projects.save(before, project)
-        elif stage is RUN_THROUGH_STAGE[project.run_through] and not project.auto_continue:
-            project.status = ProjectStatus.STAGED
-            self._projects.save(before, project)
-        elif following not in project.stages_done:
-            self.enqueue(project, following)
+    def _start(
+        self, project: Project, task: StageTask, token: str
+    ) -> ProjectChange[Project | StageOutcome]:
+        if project.is_deleted or project.run != task.run:
+            return unchanged(project, StageOutcome.DONE)  # gone, or a task of an older run
+        if task.stage in project.stages_done:
+            return unchanged(project, project)
+        if project.status.is_terminal or project.status is ProjectStatus.STAGED:
+            return unchanged(project, StageOutcome.DONE)
+        previous = list(Stage)[list(Stage).index(task.stage) - 1]
+        if task.stage is not Stage.STORYBOARD and previous not in project.stages_done:
+            return unchanged(project, StageOutcome.NOT_READY)
+        lease = project.lease
+        if lease is not None and lease.token != token and lease.until > utcnow():
+            # Another delivery runs it; come back later.
+            return unchanged(project, StageOutcome.NOT_READY)
+        project.status, project.stage, project.error = task.stage.status, task.stage, None
+        project.lease = StageLease(
+            token=token, stage=task.stage,
+            until=utcnow() + timedelta(seconds=self._settings.tasks.stage_lease_s),
+        )  # fmt: skip
+        return ProjectChange(project, project, summary=f"start {task.stage.value}")
 
-    def _fail(self, project: Project, stage: Stage, error: ProviderError) -> None:
-        scene = error.scene
-        before = project.model_copy(deep=True)
+    @staticmethod
+    def _release(project: Project, token: str) -> ProjectChange[None]:
+        if project.lease is None or project.lease.token != token:
+            return unchanged(project, None)
+        project.lease = None
+        return ProjectChange(project, None, summary="release the stage")
+
+    @staticmethod
+    def _fail(project: Project, task: StageTask, error: ProviderError) -> ProjectChange[None]:
+        if project.run != task.run:
+            return unchanged(project, None)
         project.status = ProjectStatus.FAILED
-        project.error = StageError(stage=stage, scene=scene, cause=str(error))
-        self._projects.save(before, project)
-        log.warning("project %s failed at %s scene %s: %s", project.id, stage, scene, error)
+        project.error = StageError(stage=task.stage, scene=error.scene, cause=str(error))
+        project.lease = None
+        return ProjectChange(project, None, summary=f"fail {task.stage.value}")
 
-    def _finish_stage(self, project: Project, stage: Stage) -> Project:
-        scenes = self._projects.scenes(project.id)
-        before = project.model_copy(deep=True)
+    def _finish(self, project: Project, task: StageTask) -> ProjectChange[Project | None]:
+        stage = task.stage
+        if project.is_deleted or project.run != task.run or stage in project.stages_done:
+            # Stopped while the stage ran (its work stays unrecorded), or recorded already.
+            return unchanged(project, None)
         project.stages_done.append(stage)
         checkpoint = Checkpoint(
-            id=new_id(),
-            stage=stage,
-            branch=project.branch,
-            parent_id=project.current_checkpoint_id,
-            stages_done=project.stages_done,
-            scenes=scenes,
+            id=checkpoint_id(project, stage), stage=stage, branch=project.branch,
+            parent_id=project.current_checkpoint_id, stages_done=project.stages_done,
+            scenes=self._projects.scenes(project.id),
             final_video_object=project.final_video_object,
-        )
-        self._projects.add_checkpoint(project.id, checkpoint)
+            final_video_basis=project.final_video_basis,
+        )  # fmt: skip
         project.current_checkpoint_id = checkpoint.id
-        spent = round(sum(s.cost_usd for s in scenes), 6)
-        ledger = project.cost
-        if stage is not Stage.STORYBOARD:
-            earlier = sum(
-                v for k, v in ledger.by_stage.items() if k not in (Stage.STORYBOARD, stage)
-            )
-            ledger.by_stage[stage] = round(spent - earlier, 6)
-        ledger.spent_usd = round(sum(ledger.by_stage.values()), 6)
-        return self._projects.save(before, project)
+        project.lease = None
+        ledger_from(project, self.index.spend(project.id))
+        following = stage.next
+        if following is None:
+            project.status, project.stage = ProjectStatus.COMPLETE, None
+        elif project.pause_each_stage or (
+            stage is RUN_THROUGH_STAGE[project.run_through] and not project.auto_continue
+        ):
+            project.status = ProjectStatus.STAGED
+        else:
+            project.status, project.stage = following.status, following
+        return ProjectChange(project, project, summary=f"finish {stage.value}",
+                             checkpoint=checkpoint)  # fmt: skip
+
+    def _follow(self, project: Project) -> None:
+        """Queues the stage the project moved on to, if it moved on (the task name dedupes)."""
+        following = project.stage
+        if (
+            following is not None
+            and following not in project.stages_done
+            and project.status is following.status
+        ):
+            self.enqueue(project, following)
+
+    # ----- the index ---------------------------------------------------------------------------
+
+    def _source(self, entry: IndexEntry) -> ReuseSource:
+        return ReuseSource(project_id=entry.project_id, checkpoint_id=entry.checkpoint_id)
+
+    def _record(
+        self, project: Project, stage: Stage, kind: BasisKind, key: str, object_name: str,
+        content_type: str, cost_usd: float, scene: int | None, made_in: str,
+    ) -> IndexEntry:  # fmt: skip
+        entry = IndexEntry(
+            digest=key, kind=kind.value, object_name=object_name, content_type=content_type,
+            cost_usd=cost_usd, project_id=project.id, checkpoint_id=made_in, scene=scene,
+        )  # fmt: skip
+        line = SpendLine(digest=key, kind=kind.value, stage=stage.value, cost_usd=cost_usd)
+        self.index.record(project.owner_id, entry, project.id, line)
+        return entry
 
     # ----- storyboard (G3) -------------------------------------------------------------------
 
     def _storyboard(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
-        assets = []
+        assets: list[Asset] = []
         if project.snapshot_id:
             snapshot = self._snapshots(project.snapshot_id)
             if snapshot is None:
                 raise ProviderError(f"manifest snapshot {project.snapshot_id} is missing")
             assets = [a for a in snapshot.assets if a.image is not None or a.reverse_prompt]
+        briefs = [
+            AssetBrief(tag=a.manifest_tag, asset_type=a.asset_type.value, name=a.name,
+                       reverse_prompt=a.reverse_prompt)
+            for a in assets
+        ]  # fmt: skip
         request = StoryboardRequest(
-            prompt=project.prompt,
-            style=project.style,
-            aspect_ratio=project.aspect_ratio,
-            scene_count=project.scene_count,
-            clip_seconds=project.clip_seconds,
-            assets=[
-                AssetBrief(
-                    tag=a.manifest_tag,
-                    asset_type=a.asset_type.value,
-                    name=a.name,
-                    reverse_prompt=a.reverse_prompt,
-                )
-                for a in assets
-            ],
-        )
-        draft, usage = asyncio.run(providers.text.storyboard(request))
+            prompt=project.prompt, style=project.style, aspect_ratio=project.aspect_ratio,
+            scene_count=project.scene_count, clip_seconds=project.clip_seconds, assets=briefs,
+        )  # fmt: skip
+        key = digest(
+            storyboard_basis(
+                prompt=project.prompt, style=project.style, model=project.text_model,
+                aspect_ratio=project.aspect_ratio, scene_count=project.scene_count,
+                clip_seconds=project.clip_seconds, seed=project.take_seed, assets=briefs,
+            )
+        )  # fmt: skip
+        hit = self.index.find(project.owner_id, [key]).get(key)
+        stored = self._blobs.get(self._bucket, hit.object_name, max_bytes=2**24) if hit else None
+        if stored is not None:
+            draft = StoryboardDraft.model_validate_json(stored)
+        else:
+            draft, usage = asyncio.run(providers.text.storyboard(request))
+            data = draft.model_dump_json().encode()
+            name = store_media(self._blobs, self._bucket, data, "application/json", "json")
+            self._record(
+                project, Stage.STORYBOARD, BasisKind.STORYBOARD, key, name, "application/json",
+                usage.cost_usd, None, checkpoint_id(project, Stage.STORYBOARD),
+            )  # fmt: skip
         if len(draft.scenes) < project.scene_count:
             raise ProviderError(
                 f"the storyboard has {len(draft.scenes)} scenes; {project.scene_count} were asked"
@@ -234,25 +344,14 @@ class PipelineRunner:
             placed = place_scene(scene_draft, assets, aliases)
             scenes.append(
                 Scene(
-                    index=index,
-                    title=scene_draft.title,
-                    description=scene_draft.description,
-                    shot_type=scene_draft.shot_type,
-                    keyframe_prompt=placed.keyframe_prompt,
+                    index=index, title=scene_draft.title, description=scene_draft.description,
+                    shot_type=scene_draft.shot_type, keyframe_prompt=placed.keyframe_prompt,
                     end_keyframe_prompt=placed.end_keyframe_prompt,
-                    motion_prompt=placed.motion_prompt,
-                    asset_tags=placed.asset_tags,
-                    remapped_tags=placed.remapped,
-                    reference_asset_ids=placed.reference_asset_ids,
+                    motion_prompt=placed.motion_prompt, asset_tags=placed.asset_tags,
+                    remapped_tags=placed.remapped, reference_asset_ids=placed.reference_asset_ids,
                 )
-            )
+            )  # fmt: skip
         self._projects.put_scenes(project.id, scenes)
-        before = project.model_copy(deep=True)
-        project.cost.by_stage[Stage.STORYBOARD] = usage.cost_usd
-        self._projects.save(before, project)
-        self._projects.ref(project.id).collection("storyboards").document("1").set(
-            {"draft": draft.model_dump(mode="json"), "model": usage.model, "at": utcnow()}
-        )
         return True
 
     # ----- keyframes -------------------------------------------------------------------------
@@ -262,18 +361,11 @@ class PipelineRunner:
         snapshot = self._snapshots(project.snapshot_id) if project.snapshot_id else None
         return {a.id: a for a in snapshot.assets} if snapshot else {}
 
-    def references(
-        self, project: Project, scene: Scene, by_id: dict[str, Asset] | None = None
-    ) -> list[ReferenceImage]:
-        if not project.snapshot_id or not scene.reference_asset_ids:
-            return []
-        if by_id is None:
-            by_id = self.snapshot_assets(project)
+    def _references(self, ids: list[str], by_id: Mapping[str, Asset]) -> list[ReferenceImage]:
         references = []
-        for asset_id in scene.reference_asset_ids:
-            asset = by_id.get(asset_id)
-            if asset is None or asset.image is None:
-                continue
+        for asset_id in ids:
+            asset = by_id[asset_id]
+            assert asset.image is not None
             data = self._blobs.get(
                 self._bucket, asset.image.object_name, max_bytes=MAX_REFERENCE_BYTES
             )
@@ -283,54 +375,70 @@ class PipelineRunner:
                 )
         return references
 
+    def make_keyframe(
+        self, project: Project, providers: ProviderSet, spec: KeyframeSpec,
+        by_id: Mapping[str, Asset], known: dict[str, IndexEntry], scene: int, made_in: str,
+    ) -> tuple[IndexEntry, bool]:  # fmt: skip
+        """The keyframe of this spec: from the index when it is there, else made and recorded.
+        Answers the entry and whether it was reused."""
+        hit = known.get(spec.digest)
+        if hit is not None:
+            return hit, True
+        request = KeyframeRequest(
+            spec.prompt, project.aspect_ratio, self._references(spec.reference_ids, by_id),
+            seed=spec.seed,
+        )  # fmt: skip
+        try:
+            image = asyncio.run(providers.image.keyframe(request))
+        except ProviderError as error:
+            raise ProviderError(str(error), scene=scene) from error
+        name = store_media(self._blobs, self._bucket, image.data, image.content_type, "png")
+        entry = self._record(
+            project, Stage.KEYFRAMES, BasisKind.KEYFRAME, spec.digest, name, image.content_type,
+            image.usage.cost_usd, scene, made_in,
+        )  # fmt: skip
+        known[spec.digest] = entry
+        return entry, False
+
     def _keyframes(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
-        assets = self.snapshot_assets(project)
-        for scene in self._projects.scenes(project.id):
-            if scene.keyframe_state is MediaState.DONE:
-                continue
-            references = self.references(project, scene, assets)
-            try:
-                start = asyncio.run(
-                    providers.image.keyframe(
-                        KeyframeRequest(
-                            scene.keyframe_prompt,
-                            project.aspect_ratio,
-                            references,
-                            seed=scene.index,
-                        )
-                    )
-                )
-                end = asyncio.run(
-                    providers.image.keyframe(
-                        KeyframeRequest(
-                            scene.end_keyframe_prompt,
-                            project.aspect_ratio,
-                            references,
-                            seed=1000 + scene.index,
-                        )
-                    )
-                )
-            except ProviderError as error:
-                raise ProviderError(str(error), scene=scene.index) from error
+        by_id = self.snapshot_assets(project)
+        todo = [
+            s for s in self._projects.scenes(project.id) if s.keyframe_state is not MediaState.DONE
+        ]
+        specs = {s.index: keyframe_specs(project, s, by_id) for s in todo}
+        known = self.index.find(project.owner_id, [k.digest for ks in specs.values() for k in ks])
+        made_in = checkpoint_id(project, Stage.KEYFRAMES)
+        for scene in todo:
             after = scene.model_copy(deep=True)
-            after.start_frame_object = store_media(
-                self._blobs, self._bucket, start.data, start.content_type, "png"
-            )
-            after.end_frame_object = store_media(
-                self._blobs, self._bucket, end.data, end.content_type, "png"
-            )
-            after.keyframe_state = MediaState.DONE
-            after.error = None
-            after.cost_usd = round(scene.cost_usd + start.usage.cost_usd + end.usage.cost_usd, 6)
+            for spec in specs[scene.index]:
+                entry, reused = self.make_keyframe(
+                    project, providers, spec, by_id, known, scene.index, made_in
+                )
+                setattr(after, f"{spec.role}_object", entry.object_name)
+                after.bases[spec.role] = spec.digest
+                if reused:
+                    after.reused_from[spec.role] = self._source(entry)
+                else:
+                    after.reused_from.pop(spec.role, None)
+                    after.cost_usd = round(after.cost_usd + entry.cost_usd, 6)
+            after.keyframe_state, after.error = MediaState.DONE, None
             self._projects.save_scene(project.id, scene, after)
         return True
 
     # ----- clips -----------------------------------------------------------------------------
 
     def _clips(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
+        todo = [s for s in self._projects.scenes(project.id) if s.clip_state is not MediaState.DONE]
+        keys = {s.index: self._clip_key(project, s) for s in todo}
+        known = self.index.find(project.owner_id, keys.values())
         waiting = False
-        for scene in self._projects.scenes(project.id):
-            if scene.clip_state is MediaState.DONE:
+        for scene in todo:
+            key, after = keys[scene.index], scene.model_copy(deep=True)
+            hit = known.get(key)
+            if hit is not None:
+                after.clip_object, after.clip_state = hit.object_name, MediaState.DONE
+                after.bases["clip"], after.reused_from["clip"] = key, self._source(hit)
+                self._projects.save_scene(project.id, scene, after)
                 continue
             try:
                 if scene.clip_state is MediaState.RUNNING and scene.clip_operation:
@@ -343,15 +451,19 @@ class PipelineRunner:
                     )
             except ProviderError as error:
                 raise ProviderError(str(error), scene=scene.index) from error
-            after = scene.model_copy(deep=True)
             if operation.error:
                 raise ProviderError(operation.error, scene=scene.index)
+            after.bases["clip"] = key
+            after.reused_from.pop("clip", None)
             if operation.done and operation.video is not None:
-                after.clip_object = store_media(
-                    self._blobs, self._bucket, operation.video, "video/mp4", "mp4"
-                )
-                after.clip_state = MediaState.DONE
+                name = store_media(self._blobs, self._bucket, operation.video, "video/mp4", "mp4")
                 cost = operation.usage.cost_usd if operation.usage else 0.0
+                known[key] = self._record(
+                    project, Stage.CLIPS, BasisKind.CLIP, key, name, "video/mp4", cost,
+                    scene.index, checkpoint_id(project, Stage.CLIPS),
+                )  # fmt: skip
+                after.clip_object, after.clip_state = name, MediaState.DONE
+                after.clip_operation = None
                 after.cost_usd = round(scene.cost_usd + cost, 6)
             else:
                 after.clip_state, after.clip_operation = MediaState.RUNNING, operation.name
@@ -360,6 +472,13 @@ class PipelineRunner:
         if waiting:
             self.enqueue(project, Stage.CLIPS, poll=task.poll + 1, delay_s=POLL_DELAY_S)
         return not waiting
+
+    @staticmethod
+    def _clip_key(project: Project, scene: Scene) -> str:
+        if scene.start_frame_object is None:
+            raise ProviderError(f"scene {scene.index} has no start frame", scene=scene.index)
+        end = content_hash(scene.end_frame_object) if scene.end_frame_object else None
+        return clip_digest(project, scene, content_hash(scene.start_frame_object), end)
 
     def _clip_request(self, project: Project, scene: Scene) -> ClipRequest:
         def frame(name: str | None) -> bytes | None:
@@ -371,29 +490,101 @@ class PipelineRunner:
         if start is None:
             raise ProviderError(f"scene {scene.index} has no start frame")
         return ClipRequest(
-            prompt=scene.motion_prompt,
-            start_frame=start,
-            end_frame=frame(scene.end_frame_object),
-            seconds=project.clip_seconds,
-            aspect_ratio=project.aspect_ratio,
-            audio=project.audio,
-        )
+            prompt=scene.motion_prompt, start_frame=start, end_frame=frame(scene.end_frame_object),
+            seconds=project.clip_seconds, aspect_ratio=project.aspect_ratio, audio=project.audio,
+            seed=take_seed(project.take_seed, scene.clip_reroll),
+        )  # fmt: skip
 
     # ----- stitch ----------------------------------------------------------------------------
 
     def _stitch(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
-        clips = []
-        for scene in self._projects.scenes(project.id):
-            data = self._blobs.get(self._bucket, scene.clip_object or "", max_bytes=2**31)
-            if data is None:
-                raise ProviderError(
-                    f"the clip of scene {scene.index} is missing", scene=scene.index
-                )
-            clips.append(data)
-        final = providers.stitcher.stitch(clips)
-        before = project.model_copy(deep=True)
-        project.final_video_object = store_media(
-            self._blobs, self._bucket, final, "video/mp4", "mp4"
-        )
-        self._projects.save(before, project)
+        scenes = self._projects.scenes(project.id)
+        missing = [s.index for s in scenes if s.clip_object is None]
+        if missing:
+            raise ProviderError(f"the clip of scene {missing[0]} is missing", scene=missing[0])
+        key = digest(final_video_basis([content_hash(s.clip_object or "") for s in scenes]))
+        hit = self.index.find(project.owner_id, [key]).get(key)
+        source = self._source(hit) if hit else None
+        if hit is None:
+            clips = []
+            for scene in scenes:
+                data = self._blobs.get(self._bucket, scene.clip_object or "", max_bytes=2**31)
+                if data is None:
+                    raise ProviderError(
+                        f"the clip of scene {scene.index} is missing", scene=scene.index
+                    )
+                clips.append(data)
+            name = store_media(
+                self._blobs, self._bucket, providers.stitcher.stitch(clips), "video/mp4", "mp4"
+            )
+            hit = self._record(
+                project, Stage.STITCH, BasisKind.FINAL_VIDEO, key, name, "video/mp4", 0.0, None,
+                checkpoint_id(project, Stage.STITCH),
+            )  # fmt: skip
+        final = hit.object_name
+
+        def record(p: Project) -> ProjectChange[None]:
+            if p.run != task.run:
+                return unchanged(p, None)
+            p.final_video_object, p.final_video_basis = final, key
+            p.final_video_reused_from = source
+            return ProjectChange(p, None, summary="final video")
+
+        self._projects.change(project.id, record)
         return True
+
+    # ----- an explicit keyframe regeneration (C2) ----------------------------------------------
+
+    def _regenerate_keyframe(self, task: StageTask, job: KeyframeJob) -> StageOutcome:
+        project = self._projects.get(task.project_id)
+        if project is None or project.is_deleted:
+            return StageOutcome.DONE
+        draft = self._projects.draft(project.id, job.checkpoint_id)
+        checkpoint = self._projects.checkpoint(project.id, job.checkpoint_id)
+        pending = next((p for p in draft.pending if p.version == job.version), None)
+        if pending is None or checkpoint is None:
+            return StageOutcome.DONE  # made already, or the draft was continued meanwhile
+        scene = next(s for s in scenes_with_draft(checkpoint, draft) if s.index == job.scene)
+        prompt_field = "keyframe_prompt" if job.frame == "start" else "end_keyframe_prompt"
+        changes = {f"{job.frame}_frame_reroll": job.version}
+        if pending.prompt:
+            changes[prompt_field] = pending.prompt  # type: ignore[assignment]
+        wanted = Scene.model_validate({**scene.model_dump(), **changes})
+        by_id = self.snapshot_assets(project)
+        role = f"{job.frame}_frame"
+        spec = next(s for s in keyframe_specs(project, wanted, by_id) if s.role == role)
+        known = self.index.find(project.owner_id, [spec.digest])
+        failure, fields = None, {}
+        try:
+            entry, _ = self.make_keyframe(
+                project, self._providers(project), spec, by_id, known, job.scene, checkpoint.id
+            )
+            fields = {**changes, f"{role}_object": entry.object_name,
+                      "bases": {**scene.bases, role: spec.digest}}  # fmt: skip
+        except ProviderError as error:
+            failure = f"scene {job.scene} {job.frame} frame: {error}"
+
+        def record(p: Project) -> ProjectChange[None]:
+            current = self._projects.draft(p.id, job.checkpoint_id)
+            still = next((x for x in current.pending if x.version == job.version), None)
+            if still is None:
+                return unchanged(p, None)
+            current.pending.remove(still)
+            artifacts = []
+            if failure is None:
+                current.scenes.setdefault(str(job.scene), {}).update(fields)
+                artifacts.append(
+                    ArtifactVersion(
+                        id=f"keyframe-{job.scene}-v{job.version}", checkpoint_id=job.checkpoint_id,
+                        scene=job.scene, kind=ArtifactKind.KEYFRAME, version=job.version,
+                        made_by="regenerated", fields=fields,
+                    )
+                )  # fmt: skip
+            else:
+                current.failed.append(failure)
+            ledger_from(p, self.index.spend(p.id))
+            return ProjectChange(p, None, summary="keyframe regenerated", draft=current,
+                                 artifacts=artifacts)  # fmt: skip
+
+        self._projects.change(project.id, record)
+        return StageOutcome.DONE

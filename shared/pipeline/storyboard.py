@@ -3,13 +3,14 @@
 A storyboard model invents tags (the earlier system's recorded failure: HERO, CHAR_9 …).
 Every tag a scene places is matched to the manifest snapshot's own tags, or dropped and
 recorded; prompts are rewritten with the assets' reverse prompts; and each scene gets at most
-three reference images, chosen for its shot type.
+three reference images, chosen for its shot type. The scene keeps its own words; what the
+snapshot says of its assets is added when a keyframe prompt is sent (`describe_assets`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.models.assets import Asset, AssetType
@@ -76,7 +77,9 @@ def remap_tag(
     return same_kind[0] if same_kind else None
 
 
-def _describe(tags: Sequence[str], assets_by_tag: dict[str, Asset]) -> str:
+def describe_assets(tags: Sequence[str], assets_by_tag: Mapping[str, Asset]) -> str:
+    """What the snapshot says of a scene's assets, appended to its keyframe prompts when they
+    are sent: computed from the tags each time, so a tag edit rebuilds it."""
     notes = []
     for tag in tags:
         asset = assets_by_tag[tag]
@@ -93,7 +96,7 @@ def _substitute(text: str, mapping: dict[str, str]) -> str:
 
 
 def choose_references(
-    shot: ShotType, tags: Sequence[str], assets_by_tag: dict[str, Asset]
+    shot: ShotType, tags: Sequence[str], assets_by_tag: Mapping[str, Asset]
 ) -> list[str]:
     """At most three assets with images, in the order the shot type wants them; within a
     type the face group's primary and the best quality first."""
@@ -128,14 +131,13 @@ def place_scene(
             remapped[tag] = real
         if real not in tags:
             tags.append(real)
-    context = _describe(tags, assets_by_tag)
     return PlacedScene(
         draft=draft,
         asset_tags=tags,
         remapped=remapped,
         dropped=dropped,
         reference_asset_ids=choose_references(draft.shot_type, tags, assets_by_tag),
-        keyframe_prompt=_substitute(draft.keyframe_prompt, remapped) + context,
-        end_keyframe_prompt=_substitute(draft.end_keyframe_prompt, remapped) + context,
+        keyframe_prompt=_substitute(draft.keyframe_prompt, remapped),
+        end_keyframe_prompt=_substitute(draft.end_keyframe_prompt, remapped),
         motion_prompt=_substitute(draft.motion_prompt, remapped),
     )

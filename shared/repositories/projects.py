@@ -1,38 +1,131 @@
-"""Projects, their scenes, checkpoints and artifacts in Firestore."""
+"""Projects, their scenes, checkpoints and artifact versions in Firestore.
+
+Every write that decides something about a project (a stage starting or finishing, a
+checkpoint, continue, resume, stop, a draft edit) goes through `ProjectRepository.change()`:
+a revision claim (shared/repositories/revisions.py) serialises the writers, and the claim,
+the project update and the documents the change creates land in one batch. So a stage task
+delivered three times at once records one checkpoint, two continues cannot take one branch,
+and draft edits never lose each other or repeat a version number. Scene documents written
+while a stage runs are not guarded: one delivery at a time holds a stage's lease.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.errors import ContentionRetriesExhausted, NotFound
 from shared.models.checkpoints import ArtifactVersion, Checkpoint, Draft
-from shared.models.common import utcnow
+from shared.models.common import new_id, utcnow
 from shared.models.projects import Project, Scene
 from shared.repositories.documents import changed_fields, from_firestore, to_firestore
+from shared.repositories.revisions import (
+    UNCERTAIN_COMMIT,
+    back_off,
+    lost_race,
+    revision_doc,
+    revision_ref,
+)
 
 PROJECTS = "projects"
+ResultT = TypeVar("ResultT")
+
+
+@dataclass
+class ProjectChange(Generic[ResultT]):
+    """What a planned change writes. The planner edits `project` (a copy) in place."""
+
+    project: Project
+    result: ResultT
+    summary: str = ""
+    scenes: list[Scene] | None = None
+    """Replaces every scene document when set."""
+    checkpoint: Checkpoint | None = None
+    draft: Draft | None = None
+    artifacts: list[ArtifactVersion] = field(default_factory=list)
+    write: bool = True
+    """False: the plan decided to write nothing (see `unchanged`)."""
+
+
+def unchanged(project: Project, result: ResultT) -> ProjectChange[ResultT]:
+    """A plan's answer when there is nothing to write."""
+    return ProjectChange(project, result, write=False)
 
 
 class ProjectRepository:
-    def __init__(self, db: firestore.Client) -> None:
+    def __init__(self, db: firestore.Client, *, max_attempts: int = 16) -> None:
         self._db = db
+        self._max_attempts = max_attempts
 
     def ref(self, project_id: str) -> firestore.DocumentReference:
         ref: firestore.DocumentReference = self._db.collection(PROJECTS).document(project_id)
         return ref
 
     def create(self, project: Project) -> None:
-        data = {**to_firestore(project), "sort_created_at": _sort_key(project)}
+        data = {**to_firestore(project), "sort_created_at": _sort_key(project), "revision": 0}
         self.ref(project.id).create(data)
+
+    def change(self, project_id: str, plan: Callable[[Project], ProjectChange[ResultT]]) -> ResultT:
+        """Plans and commits a change under a revision claim. `plan` may raise to abort, or
+        answer `unchanged(...)` to write nothing; reads it makes (a draft, the scenes) are
+        consistent with the project it was given, since every write of them claims a
+        revision too."""
+        ref = self.ref(project_id)
+        for attempt in range(self._max_attempts):
+            data = ref.get().to_dict()
+            current = from_firestore(Project, data)
+            if data is None or current is None:
+                raise NotFound(f"project {project_id} does not exist")
+            planned = plan(current.model_copy(deep=True))
+            if not planned.write:
+                return planned.result
+            revision, token = (data.get("revision") or 0) + 1, new_id()
+            try:
+                self._commit(current, planned, revision, token)
+                return planned.result
+            except (gexc.AlreadyExists, *UNCERTAIN_COMMIT) as error:
+                last = attempt == self._max_attempts - 1
+                if not lost_race(error, ref, revision, token, last_attempt=last):
+                    return planned.result
+                back_off(attempt)
+        raise ContentionRetriesExhausted(
+            f"project {project_id} is being changed by many writers at once; try again"
+        )
+
+    def _commit(
+        self, current: Project, planned: ProjectChange[Any], revision: int, token: str
+    ) -> None:
+        after = planned.project
+        after.updated_at = utcnow()
+        fields = {**changed_fields(current, after), "revision": revision}
+        ref = self.ref(current.id)
+        batch = self._db.batch()
+        # The claim goes first: if it fails, nothing else of the batch may land.
+        batch.create(revision_ref(ref, revision), revision_doc(planned.summary, token))
+        batch.update(ref, fields)
+        if planned.scenes is not None:
+            for scene in planned.scenes:
+                batch.set(self._scene_ref(current.id, scene.index), to_firestore(scene))
+        if planned.checkpoint is not None:
+            batch.create(
+                ref.collection("checkpoints").document(planned.checkpoint.id),
+                to_firestore(planned.checkpoint),
+            )
+        if planned.draft is not None:
+            batch.set(
+                ref.collection("drafts").document(planned.draft.checkpoint_id),
+                to_firestore(planned.draft),
+            )
+        for artifact in planned.artifacts:
+            batch.create(ref.collection("artifacts").document(artifact.id), to_firestore(artifact))
+        batch.commit()
 
     def get(self, project_id: str) -> Project | None:
         return from_firestore(Project, self.ref(project_id).get().to_dict())
-
-    def save(self, before: Project, after: Project) -> Project:
-        after.updated_at = utcnow()
-        fields = changed_fields(before, after)
-        if fields:
-            self.ref(after.id).update(fields)
-        return after.model_copy(deep=True)
 
     def list_for_owner(
         self, owner_id: str, status: str | None, limit: int, after: str | None
@@ -61,10 +154,14 @@ class ProjectRepository:
         scenes: firestore.CollectionReference = self.ref(project_id).collection("scenes")
         return scenes
 
+    def _scene_ref(self, project_id: str, index: int) -> firestore.DocumentReference:
+        ref: firestore.DocumentReference = self._scenes(project_id).document(f"{index:03d}")
+        return ref
+
     def put_scenes(self, project_id: str, scenes: list[Scene]) -> None:
         batch = self._db.batch()
         for scene in scenes:
-            batch.set(self._scenes(project_id).document(f"{scene.index:03d}"), to_firestore(scene))
+            batch.set(self._scene_ref(project_id, scene.index), to_firestore(scene))
         batch.commit()
 
     def scenes(self, project_id: str) -> list[Scene]:
@@ -74,14 +171,10 @@ class ProjectRepository:
     def save_scene(self, project_id: str, before: Scene, after: Scene) -> Scene:
         fields = changed_fields(before, after)
         if fields:
-            self._scenes(project_id).document(f"{after.index:03d}").update(fields)
+            self._scene_ref(project_id, after.index).update(fields)
         return after.model_copy(deep=True)
 
     # ----- checkpoints and artifacts (immutable: created once, never updated) ---------------
-
-    def add_checkpoint(self, project_id: str, checkpoint: Checkpoint) -> None:
-        ref = self.ref(project_id).collection("checkpoints").document(checkpoint.id)
-        ref.create(to_firestore(checkpoint))
 
     def checkpoints(self, project_id: str) -> list[Checkpoint]:
         found = [
@@ -97,14 +190,6 @@ class ProjectRepository:
     def draft(self, project_id: str, checkpoint_id: str) -> Draft:
         ref = self.ref(project_id).collection("drafts").document(checkpoint_id)
         return from_firestore(Draft, ref.get().to_dict()) or Draft(checkpoint_id=checkpoint_id)
-
-    def save_draft(self, project_id: str, draft: Draft) -> None:
-        ref = self.ref(project_id).collection("drafts").document(draft.checkpoint_id)
-        ref.set(to_firestore(draft))
-
-    def add_artifact(self, project_id: str, artifact: ArtifactVersion) -> None:
-        ref = self.ref(project_id).collection("artifacts").document(artifact.id)
-        ref.create(to_firestore(artifact))
 
     def artifacts(self, project_id: str) -> list[ArtifactVersion]:
         found = [

@@ -104,7 +104,9 @@ def test_an_edited_clip_is_the_only_clip_made_again_on_a_new_branch(
         f"/projects/{pid}/checkpoints/{clips}/scenes/1/clip/regenerate",
         json={"motion_prompt": "a slow pan left"},
     )
-    continued = api.ok("POST", f"/projects/{pid}/checkpoints/{clips}/continue", 202)
+    continued = api.ok(
+        "POST", f"/projects/{pid}/checkpoints/{clips}/continue", 202, json={"auto_continue": True}
+    )
     assert continued["branch"] == "main-1"
     tasks.deliver_all()
 
@@ -192,9 +194,10 @@ def test_checkpoints_never_change_and_every_version_stays_readable(api: Api, tas
     stored = services().projects_repo.checkpoint(pid, storyboard)
     assert stored is not None and stored.scenes[0].title == title
     versions = api.ok("GET", f"/projects/{pid}/versions")["items"]
-    assert [(v["version"], v["fields"]["title"]) for v in versions] == [
-        (2, "Draft one"),
-        (3, "Draft two"),
+    assert [(v["version"], v["made_by"], v["fields"]["title"]) for v in versions] == [
+        (1, "made", title),
+        (2, "edited", "Draft one"),
+        (3, "edited", "Draft two"),
     ]
 
 
@@ -205,7 +208,10 @@ def test_an_unedited_continue_stays_on_its_branch_and_a_running_project_cannot_b
     tasks.deliver_all()
     pid = created["id"]
     storyboard = checkpoint_of(api, pid, "storyboard")
-    continued = api.ok("POST", f"/projects/{pid}/checkpoints/{storyboard}/continue", 202)
+    continued = api.ok(
+        "POST", f"/projects/{pid}/checkpoints/{storyboard}/continue", 202,
+        json={"auto_continue": True},
+    )  # fmt: skip
     assert continued["branch"] == "main"
     refused = api.call(
         "PATCH", f"/projects/{pid}/checkpoints/{storyboard}/scenes/0", json={"title": "x"}

@@ -129,16 +129,20 @@ def test_a_stopped_project_ignores_its_queued_tasks_and_resumes_where_it_was(
     assert project(api, created["id"])["project"]["status"] == "complete"
 
 
+def scene_prompt(api: Api, project_id: str, index: int) -> str:
+    return project(api, project_id)["scenes"][index]["keyframe_prompt"]  # type: ignore[no-any-return]
+
+
 class FailingScene:
-    """An image model that refuses one scene's keyframe until told otherwise."""
+    """An image model that refuses one prompt until told otherwise."""
 
     name = "local-keyframe-1"
 
-    def __init__(self, inner: Any, scene_seed: int) -> None:
-        self.inner, self.scene_seed, self.refuse = inner, scene_seed, True
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.prompt, self.refuse = inner, "", True
 
     async def keyframe(self, request: KeyframeRequest) -> GeneratedImage:
-        if self.refuse and request.seed == self.scene_seed:
+        if self.refuse and request.prompt == self.prompt:
             raise ProviderError("the image model refused the prompt")
         return await self.inner.keyframe(request)  # type: ignore[no-any-return]
 
@@ -150,11 +154,13 @@ def test_a_failure_names_stage_and_scene_and_resume_retries_that_scene(
 
     def providers(p: Project) -> Providers:
         real = providers_for(p)
-        failing.setdefault("image", FailingScene(real.image, scene_seed=1))
+        failing.setdefault("image", FailingScene(real.image))
         return Providers(real.text, failing["image"], real.video, real.stitcher)
 
     monkeypatch.setattr(services().pipeline, "_providers", providers)
     created = generate(api)
+    tasks.deliver_all(limit=1)  # the storyboard
+    failing["image"].prompt = scene_prompt(api, created["id"], 1)
     tasks.deliver_all()
     failed = project(api, created["id"])
     assert failed["project"]["status"] == "failed"
@@ -299,11 +305,11 @@ class CrashingOnce:
     name = "local-keyframe-1"
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.calls, self.crashed = inner, [], False
+        self.inner, self.calls, self.crashed, self.prompt = inner, [], False, ""
 
     async def keyframe(self, request: KeyframeRequest) -> GeneratedImage:
-        self.calls.append(request.seed)
-        if request.seed == 1 and not self.crashed:
+        self.calls.append(request.prompt)
+        if request.prompt == self.prompt and not self.crashed:
             self.crashed = True
             raise RuntimeError("instance shut down")
         return await self.inner.keyframe(request)  # type: ignore[no-any-return]
@@ -322,6 +328,8 @@ def test_a_stage_that_crashes_resumes_on_redelivery_without_redoing_finished_sce
     monkeypatch.setattr(services().pipeline, "_providers", providers)
     created = generate(api)
     tasks.deliver_all(limit=1)  # storyboard
+    scenes = project(api, created["id"])["scenes"]
+    holder["image"].prompt = scenes[1]["keyframe_prompt"]
     keyframes = tasks.queued[0]
     with pytest.raises(RuntimeError, match="instance shut down"):
         services().pipeline.run(keyframes)  # Cloud Tasks sees a 500 and delivers again
@@ -331,8 +339,10 @@ def test_a_stage_that_crashes_resumes_on_redelivery_without_redoing_finished_sce
 
     assert project(api, created["id"])["project"]["status"] == "complete"
     # Scene 0's two frames were made once; scene 1 was tried again after the crash.
-    assert holder["image"].calls.count(0) == 1 and holder["image"].calls.count(1000) == 1
-    assert holder["image"].calls.count(1) == 2
+    calls = holder["image"].calls
+    assert calls.count(scenes[0]["keyframe_prompt"]) == 1
+    assert calls.count(scenes[0]["end_keyframe_prompt"]) == 1
+    assert calls.count(scenes[1]["keyframe_prompt"]) == 2
 
 
 class SlowVideo:
@@ -380,7 +390,7 @@ def test_resume_may_switch_models_within_the_projects_settings_and_status_tells_
     api.ok("POST", f"/projects/{created['id']}/stop")
     status = api.ok("GET", f"/projects/{created['id']}/status")
     assert status == {
-        "status": "stopped", "stage": "storyboard", "stages_done": ["storyboard"],
+        "status": "stopped", "stage": "keyframes", "stages_done": ["storyboard"],
         "branch": "main", "error": None, "scenes": 3, "keyframes_done": 0, "clips_done": 0,
         "spent_usd": 0.0,
     }  # fmt: skip

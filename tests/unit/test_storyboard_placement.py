@@ -2,6 +2,7 @@ import pytest
 
 from shared.models.assets import Asset, AssetType, ImageInfo
 from shared.pipeline.ports import SceneDraft, ShotType
+from shared.pipeline.provenance import keyframe_prompt
 from shared.pipeline.storyboard import place_scene, remap_tag
 
 IMAGE = ImageInfo(
@@ -61,7 +62,10 @@ def test_a_scene_keeps_only_manifest_tags_and_says_what_it_changed() -> None:
 def test_prompts_are_rewritten_with_the_reverse_prompts_and_the_real_tags() -> None:
     placed = place_scene(draft(["CHAR_07"], prompt="CHAR_07 waits by the water"), ASSETS)
     assert placed.keyframe_prompt.startswith("CHAR_01 waits by the water")
-    assert "a woman in a red coat" in placed.keyframe_prompt
+    assert "a woman in a red coat" not in placed.keyframe_prompt, "added when it is sent"
+    by_tag = {a.manifest_tag: a for a in ASSETS}
+    sent = keyframe_prompt(placed.keyframe_prompt, placed.asset_tags, by_tag)
+    assert "a woman in a red coat" in sent
 
 
 def test_references_follow_the_shot_type_and_stop_at_three() -> None:

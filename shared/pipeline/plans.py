@@ -1,0 +1,136 @@
+"""What a continue would do, before it runs (P1): per remaining stage and scene, reuse (and
+from where) or make, with the cost at list prices of what is to be made.
+
+The plan walks the same digests the stages compute (shared/pipeline/provenance.py) against the
+owner's artifact index. A keyframe to be made has unknown content, so the clip made from it is
+planned as made too; the stitch is reused only when every clip is known and their final video
+is in the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel
+
+from shared.models.assets import Asset
+from shared.models.projects import MediaState, Project, ReuseSource, Scene, Stage
+from shared.pipeline.prices import estimate_clips, estimate_keyframes
+from shared.pipeline.provenance import (
+    clip_digest,
+    content_hash,
+    digest,
+    final_video_basis,
+    keyframe_specs,
+)
+from shared.repositories.artifacts import ArtifactIndex, IndexEntry
+
+
+class PlanStep(BaseModel):
+    stage: Stage
+    scene: int | None
+    artifact: Literal["start_frame", "end_frame", "clip", "final_video"]
+    action: Literal["reuse", "make"]
+    source: ReuseSource | None = None
+    cost_usd: float = 0.0
+
+
+class StagePlan(BaseModel):
+    stage: Stage
+    reuse: int
+    make: int
+    cost_usd: float
+
+
+class Plan(BaseModel):
+    stages: list[StagePlan]
+    steps: list[PlanStep]
+    reuse: int
+    make: int
+    cost_usd: float
+    """At list prices, of what is to be made; what is reused costs nothing."""
+
+
+def _source(entry: IndexEntry) -> ReuseSource:
+    return ReuseSource(project_id=entry.project_id, checkpoint_id=entry.checkpoint_id)
+
+
+def plan_stages(
+    project: Project, scenes: list[Scene], stages: list[Stage], by_id: Mapping[str, Asset],
+    index: ArtifactIndex,
+) -> Plan:  # fmt: skip
+    """`scenes` as the first of `stages` will find them (media of later stages cleared)."""
+    steps: list[PlanStep] = []
+    frames: dict[int, dict[str, str | None]] = {
+        s.index: {"start_frame": s.start_frame_object, "end_frame": s.end_frame_object}
+        for s in scenes
+    }
+    clips: dict[int, str | None] = {s.index: s.clip_object for s in scenes}
+    if Stage.KEYFRAMES in stages:
+        todo = [s for s in scenes if s.keyframe_state is not MediaState.DONE]
+        specs = {s.index: keyframe_specs(project, s, by_id) for s in todo}
+        known = index.find(project.owner_id, [k.digest for ks in specs.values() for k in ks])
+        for scene in todo:
+            for spec in specs[scene.index]:
+                hit = known.get(spec.digest)
+                cost = 0.0 if hit else estimate_keyframes(
+                    project.image_model, 1, len(spec.reference_ids)
+                )  # fmt: skip
+                steps.append(PlanStep(
+                    stage=Stage.KEYFRAMES, scene=scene.index, artifact=spec.role,
+                    action="reuse" if hit else "make", source=_source(hit) if hit else None,
+                    cost_usd=cost,
+                ))  # fmt: skip
+                frames[scene.index][spec.role] = hit.object_name if hit else None
+    if Stage.CLIPS in stages:
+        todo = [
+            s for s in scenes if Stage.KEYFRAMES in stages or s.clip_state is not MediaState.DONE
+        ]
+        keys: dict[int, str | None] = {}
+        for scene in todo:
+            start, end = frames[scene.index]["start_frame"], frames[scene.index]["end_frame"]
+            made_anew = Stage.KEYFRAMES in stages and any(
+                st.scene == scene.index and st.action == "make" for st in steps
+            )
+            keys[scene.index] = None if made_anew or start is None else clip_digest(
+                project, scene, content_hash(start), content_hash(end) if end else None
+            )  # fmt: skip
+        known = index.find(project.owner_id, [k for k in keys.values() if k])
+        for scene in todo:
+            key = keys[scene.index]
+            hit = known.get(key) if key else None
+            cost = 0.0 if hit else estimate_clips(
+                project.video_model, 1, project.clip_seconds, project.audio
+            )  # fmt: skip
+            steps.append(PlanStep(
+                stage=Stage.CLIPS, scene=scene.index, artifact="clip",
+                action="reuse" if hit else "make", source=_source(hit) if hit else None,
+                cost_usd=cost,
+            ))  # fmt: skip
+            clips[scene.index] = hit.object_name if hit else None
+    if Stage.STITCH in stages:
+        names = [clips[s.index] for s in scenes]
+        hit = None
+        if all(names):
+            key = digest(final_video_basis([content_hash(n or "") for n in names]))
+            hit = index.find(project.owner_id, [key]).get(key)
+        steps.append(PlanStep(
+            stage=Stage.STITCH, scene=None, artifact="final_video",
+            action="reuse" if hit else "make", source=_source(hit) if hit else None,
+        ))  # fmt: skip
+    by_stage = [
+        StagePlan(
+            stage=stage,
+            reuse=sum(1 for s in steps if s.stage is stage and s.action == "reuse"),
+            make=sum(1 for s in steps if s.stage is stage and s.action == "make"),
+            cost_usd=round(sum(s.cost_usd for s in steps if s.stage is stage), 6),
+        )
+        for stage in stages
+        if stage is not Stage.STORYBOARD
+    ]
+    return Plan(
+        stages=by_stage, steps=steps,
+        reuse=sum(s.reuse for s in by_stage), make=sum(s.make for s in by_stage),
+        cost_usd=round(sum(s.cost_usd for s in by_stage), 6),
+    )  # fmt: skip
