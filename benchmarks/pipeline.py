@@ -1,5 +1,6 @@
 """Wall time and Firestore reads and writes per pipeline stage, against the same media work done
-without the pipeline, for projects of 3, 10 and 30 scenes with the local provider.
+without the pipeline, for projects of 3, 10 and 30 scenes with the local provider; and what a
+continue costs after one scene is edited, against the full run.
 
     .venv/bin/python benchmarks/pipeline.py            # full run: 2 to 4 minutes (8 at most)
     .venv/bin/python benchmarks/pipeline.py --quick    # smoke run: 3 scenes once, under a minute
@@ -23,7 +24,14 @@ without the pipeline: the local storyboard model and scene placement, then the s
 (same prompts, seeds and reference images, held in memory), the same clips and the same stitch,
 calling the local providers directly. Its output is checked to be byte-identical to what the
 pipeline stored, so pipeline ÷ baseline is the pipeline's overhead: Firestore, Storage and
-orchestration.
+orchestration. Projects get a fixed take seed, so the baseline sends the very seeds they do.
+
+The continue scenario, on the largest size's project of each repeat once it is finished: one
+scene's keyframe_prompt edited at the storyboard checkpoint, the plan read, and a continue with
+auto_continue, its stage tasks delivered the same way. Model calls are counted by kind (by
+wrapping the providers), with wall time, Firestore reads and writes and the plan's reuse and
+make totals, beside the full run that made the project. The expected calls are 2 image, 1 video,
+1 stitch, 0 text; anything else is listed as a problem (exit status 1).
 
 Prints a table and writes benchmarks/reports/pipeline.md and pipeline.json (`--out DIR`
 elsewhere).
@@ -76,6 +84,11 @@ LONG_SIDE = 640
 does its real work (PNG encoding, H.264 encoding, stream-copy stitching)."""
 OWNER = "bench-pipeline"
 PROMPT = "a lighthouse keeper finds a message in a bottle and sets out to answer it"
+TAKE_SEED = 7
+"""The project's take seed, fixed (generate draws one at random otherwise) so that the baseline
+sends the models the very seeds the pipeline does: every keyframe and clip of a take gets it."""
+EDITED_PROMPT = "the keeper unrolls the message by lamplight, rain streaking the window"
+"""The scene edit of the continue scenario: a new keyframe_prompt for one scene."""
 FULL_BUDGET_S = 420.0
 """Measurements stop being started past this (the stack and the warm-up come on top): the whole
 run stays under 8 minutes even when neighbours slow the machine down."""
@@ -120,6 +133,9 @@ class Tally:
     storage_put_bytes: int = 0
     storage_s: float = 0.0
     provider_s: float = 0.0
+    calls: Counter[str] = field(default_factory=Counter)
+    """Model calls by kind: text (storyboard), image (keyframe), video (clip started),
+    video_poll, stitch."""
     rpcs: Counter[str] = field(default_factory=Counter)
     """RPCs the Firestore client sent, by method: the cross-check of the counts above."""
     paths: Counter[str] = field(default_factory=Counter)
@@ -295,34 +311,37 @@ class CountingBlobs:
 
 
 class Timed:
-    """A provider whose calls add their time to the phase under way: the model work."""
+    """A provider whose calls are counted by kind and add their time to the phase under way:
+    the model work."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.name = inner.name if hasattr(inner, "name") else type(inner).__name__
 
     async def storyboard(self, request: Any) -> Any:
-        return await self._timed_async(self._inner.storyboard(request))
+        return await self._timed_async("text", self._inner.storyboard(request))
 
     async def keyframe(self, request: Any) -> Any:
-        return await self._timed_async(self._inner.keyframe(request))
+        return await self._timed_async("image", self._inner.keyframe(request))
 
     async def start_clip(self, request: Any) -> Any:
-        return await self._timed_async(self._inner.start_clip(request))
+        return await self._timed_async("video", self._inner.start_clip(request))
 
     async def poll_clip(self, operation: Any) -> Any:
-        return await self._timed_async(self._inner.poll_clip(operation))
+        return await self._timed_async("video_poll", self._inner.poll_clip(operation))
 
     def stitch(self, clips: list[bytes]) -> bytes:
         tally, started = METER.current, time.perf_counter()
+        tally.calls["stitch"] += 1
         try:
             data: bytes = self._inner.stitch(clips)
             return data
         finally:
             tally.provider_s += time.perf_counter() - started
 
-    async def _timed_async(self, call: Any) -> Any:
+    async def _timed_async(self, kind: str, call: Any) -> Any:
         tally, started = METER.current, time.perf_counter()
+        tally.calls[kind] += 1
         try:
             return await call
         finally:
@@ -508,6 +527,7 @@ def generate_request(scenes: int, manifest_id: str) -> Any:
         clip_seconds=CLIP_SECONDS,
         total_seconds=CLIP_SECONDS * scenes,
         manifest_id=manifest_id,
+        take_seed=TAKE_SEED,
     )
 
 
@@ -538,6 +558,7 @@ class Phase:
             "storage_put_bytes": t.storage_put_bytes,
             "storage_s": t.storage_s,
             "provider_s": t.provider_s,
+            "calls": dict(t.calls),
             "rest_s": self.measures["wall_s"] - t.firestore_s - t.storage_s - t.provider_s,
             "rpcs": dict(t.rpcs),
             "paths": dict(sorted(t.paths.items())),
@@ -560,16 +581,11 @@ def run_pipeline(services: Any, clock: Clock, scenes: int, manifest: Manifest) -
     from shared.pipeline.runner import StageOutcome
 
     tasks = Tasks()
-    runner = services.pipeline
-    runner._dispatcher = lambda: tasks
+    services.pipeline._dispatcher = lambda: tasks
     phases: list[Phase] = []
     with measured(clock, "generate", phases):
         project = services.projects.generate(Identity(OWNER), generate_request(scenes, manifest.id))
-    outcomes = []
-    while tasks.queued:
-        task = tasks.queued.pop(0)
-        with measured(clock, task.stage.value, phases):
-            outcomes.append(runner.run(task))
+    outcomes = deliver(services, tasks, clock, phases)
     # Outside any measured phase: reading back what was made, for the checks.
     stored = services.projects_repo.get(project.id)
     stored_scenes = services.projects_repo.scenes(project.id)
@@ -597,10 +613,122 @@ def run_pipeline(services: Any, clock: Clock, scenes: int, manifest: Manifest) -
         "phases": phases,
         "problems": problems,
         "media": media,
+        "project_id": project.id,
         "scenes": stored_scenes,
+        "final_video": stored.final_video_object if stored else None,
         "checkpoint_bytes": max(len(json.dumps(c.model_dump(mode="json"))) for c in checkpoints)
         if checkpoints
         else 0,
+    }
+
+
+def deliver(services: Any, tasks: Tasks, clock: Clock, phases: list[Phase]) -> list[Any]:
+    """Runs what was queued, and what that queues, in order: each task a measured phase."""
+    outcomes = []
+    while tasks.queued:
+        task = tasks.queued.pop(0)
+        with measured(clock, task.stage.value, phases):
+            outcomes.append(services.pipeline.run(task))
+    return outcomes
+
+
+CONTINUED = ("continue", "keyframes", "clips", "stitch")
+"""The continue as a user waits for it: the request and the stages it sets off (the edit and
+the plan before it are measured apart)."""
+EXPECTED_CALLS = {"image": 2, "video": 1, "stitch": 1, "text": 0}
+"""One scene's prompt edited at the storyboard checkpoint: its start and end keyframes, its
+clip and the stitch are made; everything else is reused from the artifact index."""
+MEDIA = ("start_frame_object", "end_frame_object", "clip_object")
+
+
+def run_continue(services: Any, clock: Clock, full: dict[str, Any]) -> dict[str, Any]:
+    """The finished project of `full`: one scene's keyframe_prompt edited at the storyboard
+    checkpoint, the plan read, then continued with auto_continue, as the routes do (PATCH
+    …/scenes/{i}, GET …/plan, POST …/continue call these service methods)."""
+    from shared.auth import Identity
+    from shared.models.checkpoints import SceneEdit
+    from shared.models.projects import ProjectStatus, Stage
+    from shared.pipeline.runner import StageOutcome
+
+    identity, project_id, repo = Identity(OWNER), full["project_id"], services.projects_repo
+    tasks = Tasks()
+    services.pipeline._dispatcher = lambda: tasks
+    with METER.phase():
+        storyboard = next(c for c in repo.checkpoints(project_id) if c.stage is Stage.STORYBOARD)
+    edited = len(full["scenes"]) // 2
+    phases: list[Phase] = []
+    with measured(clock, "edit", phases):
+        services.checkpoints.edit_scene(
+            identity, project_id, storyboard.id, edited, SceneEdit(keyframe_prompt=EDITED_PROMPT)
+        )
+    with measured(clock, "plan", phases):
+        planned = services.checkpoints.plan(identity, project_id, storyboard.id)
+    with measured(clock, "continue", phases):
+        _, answered = services.checkpoints.continue_from(
+            identity, project_id, storyboard.id, auto_continue=True
+        )
+    outcomes = deliver(services, tasks, clock, phases)
+    with METER.phase():  # reading back, for the checks
+        stored = repo.get(project_id)
+        after = repo.scenes(project_id)
+    calls: Counter[str] = Counter()
+    for phase in phases:
+        calls.update(phase.tally.calls)
+    seen = {
+        k: calls.get(k, 0) for k in (*EXPECTED_CALLS, *sorted(calls.keys() - EXPECTED_CALLS.keys()))
+    }
+    changed = [
+        f"scene {b.index} {field.removesuffix('_object')}"
+        for b, a in zip(full["scenes"], after, strict=False)
+        for field in MEDIA
+        if getattr(b, field) != getattr(a, field)
+    ]
+    if stored and stored.final_video_object != full["final_video"]:
+        changed.append("final video")
+    problems = []
+    if seen != EXPECTED_CALLS:
+        problems.append(
+            "continue made "
+            + ", ".join(f"{v} {k}" for k, v in seen.items())
+            + " calls; expected "
+            + ", ".join(f"{v} {k}" for k, v in EXPECTED_CALLS.items())
+        )
+    if [p.name for p in phases[3:]] != ["keyframes", "clips", "stitch"] or outcomes != [
+        StageOutcome.DONE
+    ] * 3:
+        problems.append(
+            f"continue ran {[p.name for p in phases[3:]]}: {[o.value for o in outcomes]}"
+        )
+    if stored is None or stored.status is not ProjectStatus.COMPLETE or stored.branch != "main-1":
+        problems.append(
+            f"after the continue: {stored.status.value if stored else 'missing'}, branch "
+            f"{stored.branch if stored else '?'}"
+        )
+    if planned.model_dump() != answered.model_dump():
+        problems.append("the plan read before the continue differs from the continue's answer")
+    made = {p.stage.value: p.make for p in planned.stages}
+    by_kind = {"keyframes": "image", "clips": "video", "stitch": "stitch"}
+    if any(made.get(stage, 0) != calls.get(kind, 0) for stage, kind in by_kind.items()):
+        problems.append(f"the plan makes {made}; the continue called {dict(calls)}")
+    if len(after) != len(full["scenes"]) or any(
+        not c.startswith(f"scene {edited} ") and c != "final video" for c in changed
+    ):
+        problems.append(f"media changed beyond scene {edited}: {', '.join(changed)}")
+    return {
+        "phases": phases,
+        "problems": problems,
+        "edited_scene": edited,
+        "calls": seen,
+        "changed": changed,
+        "plan": {
+            "reuse": planned.reuse,
+            "make": planned.make,
+            "cost_usd": planned.cost_usd,
+            "stages": [
+                {"stage": p.stage.value, "reuse": p.reuse, "make": p.make, "cost_usd": p.cost_usd}
+                for p in planned.stages
+            ],
+        },
     }
 
 
@@ -618,9 +746,11 @@ def run_baseline(clock: Clock, scenes: int, manifest: Manifest) -> dict[str, Any
         ReferenceImage,
         StoryboardRequest,
     )
+    from shared.pipeline.provenance import keyframe_prompt
     from shared.pipeline.storyboard import place_scene
 
     request = generate_request(scenes, manifest.id)
+    seed = request.take_seed  # no re-rolls: every model call of the take gets the take's seed
     providers = local_providers()
     phases: list[Phase] = []
     assets = [a for a in manifest.assets if a.image is not None or a.reverse_prompt]
@@ -649,27 +779,26 @@ def run_baseline(clock: Clock, scenes: int, manifest: Manifest) -> dict[str, Any
         aliases = {note.tag: note.name for note in draft.characters if note.tag}
         placed = [place_scene(d, assets, aliases) for d in draft.scenes[:scenes]]
     by_id = {a.id: a for a in manifest.assets}
+    by_tag = {a.manifest_tag: a for a in manifest.assets}
     frames: list[tuple[bytes, bytes]] = []
+    made: dict[tuple[str, tuple[str, ...]], bytes] = {}
+    """Identical requests (same prompt, seed, references) are made once, as the pipeline's
+    artifact index does within a run: a long local storyboard repeats keyframe prompts."""
+
+    def keyframe(words: str, scene: Any) -> bytes:
+        prompt = keyframe_prompt(words, scene.asset_tags, by_tag)
+        ids = tuple(i for i in scene.reference_asset_ids if i in manifest.images)
+        if (prompt, ids) not in made:
+            references = [ReferenceImage(by_id[i].manifest_tag, *manifest.images[i]) for i in ids]
+            request = KeyframeRequest(prompt, aspect, references, seed=seed)
+            made[prompt, ids] = asyncio.run(providers.image.keyframe(request)).data
+        return made[prompt, ids]
+
     with measured(clock, "keyframes", phases):
-        for index, scene in enumerate(placed):
-            references = [
-                ReferenceImage(by_id[i].manifest_tag, *manifest.images[i])
-                for i in scene.reference_asset_ids
-                if i in manifest.images
-            ]
-            start = asyncio.run(
-                providers.image.keyframe(
-                    KeyframeRequest(scene.keyframe_prompt, aspect, references, seed=index)
-                )
+        for scene in placed:
+            frames.append(
+                (keyframe(scene.keyframe_prompt, scene), keyframe(scene.end_keyframe_prompt, scene))
             )
-            end = asyncio.run(
-                providers.image.keyframe(
-                    KeyframeRequest(
-                        scene.end_keyframe_prompt, aspect, references, seed=1000 + index
-                    )
-                )
-            )
-            frames.append((start.data, end.data))
     clips: list[bytes] = []
     with measured(clock, "clips", phases):
         for scene, (start_frame, end_frame) in zip(placed, frames, strict=True):
@@ -682,6 +811,7 @@ def run_baseline(clock: Clock, scenes: int, manifest: Manifest) -> dict[str, Any
                         seconds=CLIP_SECONDS,
                         aspect_ratio=aspect,
                         audio=request.audio,
+                        seed=seed,
                     )
                 )
             )
@@ -736,8 +866,9 @@ def build_services() -> Any:
 
 
 def one_size(
-    stack: LocalStack, services: Any, clock: Clock, scenes: int, repeat: int, baseline_first: bool
-) -> dict[str, Any]:
+    stack: LocalStack, services: Any, clock: Clock, scenes: int, repeat: int, baseline_first: bool,
+    edit: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     stack.reset()  # every project starts from empty emulators: the same collection sizes
     with METER.phase():  # setup is neither a stage nor the baseline
         manifest = ready_manifest(services, seed=repeat)
@@ -749,14 +880,23 @@ def one_size(
         else:
             results["baseline"] = run_baseline(clock, scenes, manifest)
     pipeline, baseline = results["pipeline"], results["baseline"]
-    problems = list(pipeline["problems"])
+    # Last: the project the pipeline finished, one scene edited and continued.
+    continued = run_continue(services, clock, pipeline) if edit else None
+    problems = list(pipeline["problems"]) + (continued["problems"] if continued else [])
     for kind in ("keyframes", "clips", "stitch"):
         if pipeline["media"][kind] != baseline["media"][kind]:
             problems.append(f"{kind}: baseline output differs from the pipeline's")
+        ours = [dict(p.tally.calls) for p in pipeline["phases"] if p.name == kind]
+        theirs = [dict(p.tally.calls) for p in baseline["phases"] if p.name == kind]
+        if ours != theirs:
+            problems.append(f"{kind}: model calls of the pipeline and the baseline differ")
     for phase in baseline["phases"]:
         if phase.tally.firestore_calls or phase.tally.rpcs:
             problems.append(f"baseline {phase.name} touched Firestore")
-    for phase in pipeline["phases"]:
+    labelled = [("", p) for p in pipeline["phases"]] + [
+        ("continue: ", p) for p in (continued["phases"] if continued else [])
+    ]
+    for label, phase in labelled:
         t = phase.tally
         rpc = t.rpcs
         expected = {
@@ -767,7 +907,7 @@ def one_size(
         seen = {k: rpc.get(k, 0) for k in expected}
         other = {k: v for k, v in rpc.items() if k not in expected}
         if seen != expected or other:
-            problems.append(f"{phase.name}: RPCs {dict(rpc)} vs counted {expected}")
+            problems.append(f"{label}{phase.name}: RPCs {dict(rpc)} vs counted {expected}")
     return {
         "scenes": scenes,
         "repeat": repeat,
@@ -776,6 +916,12 @@ def one_size(
         "baseline": [p.row() for p in baseline["phases"]],
         "checkpoint_json_bytes": pipeline["checkpoint_bytes"],
         "frame_size": baseline["frame_size"],
+        "continue": None
+        if continued is None
+        else {
+            **{k: v for k, v in continued.items() if k not in ("phases", "problems")},
+            "phases": [p.row() for p in continued["phases"]],
+        },
         "problems": problems,
     }
 
@@ -869,15 +1015,78 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return table
 
 
-def _phase(phases: list[dict[str, Any]], name: str) -> dict[str, Any]:
+def _phase(
+    phases: list[dict[str, Any]], name: str, within: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     if name != "total":
         return next(p for p in phases if p["name"] == name)
-    # The run as a user waits for it: every stage, and generate where the pipeline has it.
+    # The run as a user waits for it: every stage, and generate where the pipeline has it
+    # (or the phases named in `within`).
+    if within is not None:
+        phases = [p for p in phases if p["name"] in within]
     summed = {m: sum(p[m] for p in phases) for m in MEASURES if m != "largest_write"}
     summed["largest_write"] = max(p["largest_write"] for p in phases)
     wall = summed["wall_s"]
     summed["others_share"] = sum(p["others_share"] * p["wall_s"] for p in phases) / max(wall, 1e-9)
     return summed
+
+
+CONTINUE_MEASURES = ("wall_s", "reads", "writes", "firestore_calls", "storage_gets", "storage_puts")
+
+
+def aggregate_continue(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The continue scenario: medians across repeats per phase, the continue's total against
+    the full run that made the project (same repeat), as the median of per-repeat ratios."""
+    mine = [r for r in runs if r.get("continue")]
+    if not mine:
+        return None
+    rows: dict[str, Any] = {}
+    for name in ("edit", "plan", *CONTINUED, "total", "full"):
+        picked = [
+            _phase(r["pipeline"], "total")
+            if name == "full"
+            else _phase(r["continue"]["phases"], name, CONTINUED)
+            for r in mine
+        ]
+        row: dict[str, Any] = {
+            m: statistics.median(p[m] for p in picked) for m in CONTINUE_MEASURES
+        }
+        row.update(wall_min=min(p["wall_s"] for p in picked),
+                   wall_max=max(p["wall_s"] for p in picked))  # fmt: skip
+        if name == "full":
+            phases = [p for r in mine for p in r["pipeline"]]
+        elif name == "total":
+            phases = [p for r in mine for p in r["continue"]["phases"] if p["name"] in CONTINUED]
+        else:
+            phases = [p for r in mine for p in r["continue"]["phases"] if p["name"] == name]
+        calls: Counter[str] = Counter()
+        for phase in phases:
+            calls.update(phase["calls"])
+        row["calls"] = {k: v / len(mine) for k, v in sorted(calls.items())}  # per repeat
+        rows[name] = row
+    ratios: dict[str, Any] = {}
+    for measure in CONTINUE_MEASURES:
+        values = [
+            _phase(r["continue"]["phases"], "total", CONTINUED)[measure]
+            / _phase(r["pipeline"], "total")[measure]
+            for r in mine
+            if _phase(r["pipeline"], "total")[measure]
+        ]
+        if values:
+            ratios[measure] = {"median": statistics.median(values), "min": min(values),
+                               "max": max(values)}  # fmt: skip
+    last = mine[-1]["continue"]
+    return {
+        "scenes": mine[0]["scenes"],
+        "repeats": len(mine),
+        "edited_scene": last["edited_scene"],
+        "rows": rows,
+        "ratios": ratios,
+        "calls": [r["continue"]["calls"] for r in mine],
+        "plans": [r["continue"]["plan"] for r in mine],
+        "changed": last["changed"],
+        "expected_calls": EXPECTED_CALLS,
+    }
 
 
 def fit(points: list[tuple[int, float]]) -> dict[str, float]:
@@ -1008,6 +1217,63 @@ def table_lines(table: dict[int, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _calls(calls: dict[str, float]) -> str:
+    shown = [f"{kind} {n:g}" for kind, n in calls.items() if n]
+    return ", ".join(shown) or "none"
+
+
+def continue_lines(cont: dict[str, Any]) -> list[str]:
+    head = (
+        "| phase | wall s (min–max) | reads | writes | Firestore calls | Storage gets / puts | "
+        "model calls |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    labels = {"total": "**continue total**", "full": "**full run** (generate + 4 stages)"}
+    for name, r in cont["rows"].items():
+        lines.append(
+            f"| {labels.get(name, name)} | {_range(r)} | {r['reads']:.0f} | {r['writes']:.0f} | "
+            f"{r['firestore_calls']:.0f} | {r['storage_gets']:.0f} / {r['storage_puts']:.0f} | "
+            f"{_calls(r['calls'])} |"
+        )
+    q = cont["ratios"]
+
+    def ratio(m: str) -> str:
+        if m not in q:
+            return "–"
+        return f"{q[m]['median']:.3f} ({q[m]['min']:.3f}–{q[m]['max']:.3f})"
+
+    lines.append(
+        f"| **continue ÷ full run** | {ratio('wall_s')} | {ratio('reads')} | {ratio('writes')} | "
+        f"{ratio('firestore_calls')} | {ratio('storage_gets')} / {ratio('storage_puts')} | – |"
+    )
+    return lines
+
+
+def continue_summary(cont: dict[str, Any]) -> list[str]:
+    plan = cont["plans"][-1]
+    seen = cont["calls"]
+    wanted = cont["expected_calls"]
+    same = all(c == wanted for c in seen)
+    stages = ", ".join(
+        f"{s['stage']} reuse {s['reuse']} / make {s['make']}" for s in plan["stages"]
+    )
+    return [
+        "Model calls of the continue, per repeat: "
+        + "; ".join(", ".join(f"{v} {k}" for k, v in c.items()) for c in seen)
+        + f". Expected {', '.join(f'{v} {k}' for k, v in wanted.items())}: "
+        + ("**as expected**." if same else "**not as expected** (listed under Checks)."),
+        f"Plan (GET …/plan before the continue, and the continue's answer): reuse {plan['reuse']}, "
+        f"make {plan['make']} ({stages}), ${plan['cost_usd']:.4f} at list prices"
+        + (
+            ""
+            if len({json.dumps(p, sort_keys=True) for p in cont["plans"]}) == 1
+            else "; plans differed between repeats"
+        )
+        + ".",
+        f"Media that changed against the full run: {', '.join(cont['changed']) or 'none'}.",
+    ]
+
+
 def growth_lines(grown: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     head = "| stage | " + " | ".join(label for _, label, _ in GROWTH) + " |"
     lines = [head, "|" + "---|" * (len(GROWTH) + 1)]
@@ -1096,20 +1362,21 @@ def observations(
         )
 
     reads = read_count("")
-    in_keyframes = read_count("manifest_snapshots", "keyframes")
     scenes = read_count("projects/*/scenes")
-    keyframes = grown["keyframes"]["reads"]
-    fixed = round(keyframes["fixed"])
-    others = round(keyframes["per_scene"]) - round(in_keyframes / large)
+    spend = read_count("projects/*/spend")
+    index = read_count("owners/*/artifacts")
+    snapshot = read_count("manifest_snapshots")
+
+    def share(count: int) -> str:
+        return f"{count} ({count / reads:.0%})"
+
     lines.append(
-        f"**What the reads are** (N = {large}): {scenes} of {reads} ({scenes / reads:.0%}) read "
-        "the scenes back (each stage lists them when it starts and again for its checkpoint), "
-        f"and {in_keyframes} ({in_keyframes / reads:.0%}) are the keyframes stage reading the "
-        f"manifest snapshot again for every scene ({in_keyframes / large:.0f} per scene: the "
-        "snapshot document and each of its assets). With A assets in the snapshot (here "
-        f"{len(CAST)}) the keyframes stage reads {fixed} + N·({others} + 1 + A) documents, so a "
-        "manifest that processing filled with extracted crops multiplies its reads by the "
-        "scene count."
+        f"**What the reads are** (N = {large}, {reads} in all): the scenes read back "
+        f"{share(scenes)} (each stage lists them when it starts and again for its checkpoint); "
+        f"the project's spend lines {share(spend)} (every stage's end reads all of them to sum "
+        "the ledger, so the later a stage, the more lines it reads: one per artifact made so "
+        f"far); the artifact index {share(index)} (one lookup per artifact a stage may make, "
+        f"found or not); the manifest snapshot {share(snapshot)} (once per stage that uses it)."
     )
     inexact = [
         f"{name} {measure}"
@@ -1147,6 +1414,30 @@ def growth_section(report: dict[str, Any], sizes: list[int]) -> list[str]:
     ]
 
 
+def continue_section(cont: dict[str, Any] | None) -> list[str]:
+    if cont is None:
+        return []
+    n = cont["scenes"]
+    return [
+        f"## Continue after one scene edit (N = {n})",
+        "",
+        f"Each repeat's {n}-scene project, once finished, has scene {cont['edited_scene']}'s "
+        "`keyframe_prompt` edited at its storyboard checkpoint (`CheckpointService.edit_scene`, "
+        "what `PATCH …/checkpoints/{cid}/scenes/{i}` calls), the plan read "
+        "(`GET …/checkpoints/{cid}/plan`), and is continued with `auto_continue` "
+        "(`continue_from`, what `POST …/checkpoints/{cid}/continue` calls); the stage tasks it "
+        "queues are delivered in this process. **continue total** is the request and those "
+        "stages, against the **full run** that made the project, in the same repeat: "
+        f"medians of {cont['repeats']} repeat(s), and the median (min–max) of the per-repeat "
+        "ratios. Model calls are counted by wrapping the providers (per repeat).",
+        "",
+        *continue_lines(cont),
+        "",
+        *[f"- {line}" for line in continue_summary(cont)],
+        "",
+    ]
+
+
 def write_reports(report: dict[str, Any], out: Path) -> None:
     table = {int(k): v for k, v in report["table"].items()}
     m = report["machine"]
@@ -1175,7 +1466,7 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
         "the CPU ratio and the others' CPU column.",
         "",
         f"Projects: prompt of {len(PROMPT)} characters, clip_seconds {CLIP_SECONDS}, total_seconds "
-        f"2 × N, 16:9, the local provider (storyboard, keyframes at {frame[0]}×{frame[1]} "
+        f"2 × N, 16:9, take seed {TAKE_SEED}, the local provider (storyboard, keyframes at {frame[0]}×{frame[1]} "
         f"(`LocalImageModel(long_side={LONG_SIDE})`), 24 fps H.264 clips, stream-copy stitch), a "
         "READY manifest of four assets with synthetic JPEG photos (two characters, a prop, a "
         "place). Stages delivered in this process as the run_stage function would run them, "
@@ -1190,7 +1481,9 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
         "`ProjectService.generate` (manifest snapshot, project document, first task).",
         "- **baseline s**: the same media work without the pipeline, measured beside it: the "
         "local providers called directly with the same prompts, seeds and reference images (in "
-        "memory), nothing stored. Its keyframes, clips and final video are checked "
+        "memory), nothing stored; a keyframe asked for twice in one project (a long local "
+        "storyboard repeats prompts; a take has one seed) is made once, as the pipeline's "
+        "artifact index has it. Its keyframes, clips and final video are checked "
         "byte-identical to what the pipeline stored. **pipeline ÷ baseline** is the median of "
         "the per-repeat ratios: the overhead of Firestore, Storage and orchestration.",
         "- **reads / writes**: Firestore documents as billed (a query returning nothing counts "
@@ -1205,6 +1498,7 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
         "processes meanwhile.",
         "",
         *growth_section(report, sizes),
+        *continue_section(report.get("continue")),
         f"## Where the reads and writes go (N = {largest}, one repeat)",
         "",
         *paths_lines(report["runs"], largest),
@@ -1225,8 +1519,15 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
         "",
         (
             "Every project completed with 4 checkpoints and N scenes; the baseline's media were "
-            "byte-identical to the pipeline's; the baseline touched no Firestore; the client's "
-            "RPCs matched the counted calls in every phase."
+            "byte-identical to the pipeline's, from as many model calls; the baseline touched no "
+            "Firestore; the client's RPCs matched the counted calls in every phase."
+            + (
+                " Every continue made exactly the expected model calls, as its plan said, "
+                "changed only the edited scene's media and the final video, and completed on "
+                "branch main-1."
+                if report.get("continue")
+                else ""
+            )
             if not problems
             else "Problems:\n\n" + "\n".join(f"- {p}" for p in problems)
         ),
@@ -1261,7 +1562,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - began:.1f} s", flush=True)  # fmt: skip
         if profile.warmup:
             # Imports, fonts, the ffmpeg binary, gRPC channels: paid once, before any figure.
-            one_size(stack, services, clock, 3, repeat=99, baseline_first=False)
+            one_size(stack, services, clock, 3, repeat=99, baseline_first=False, edit=True)
             print(f"  warm-up done at {time.perf_counter() - began:.0f} s", flush=True)
         runs: list[dict[str, Any]] = []
         measuring_since = time.perf_counter()
@@ -1280,7 +1581,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 t0 = time.perf_counter()
                 run = one_size(
-                    stack, services, clock, scenes, repeat, baseline_first=repeat % 2 == 1
+                    stack,
+                    services,
+                    clock,
+                    scenes,
+                    repeat,
+                    baseline_first=repeat % 2 == 1,
+                    edit=scenes == max(profile.sizes),
                 )
                 last_s[scenes] = time.perf_counter() - t0
                 runs.append(run)
@@ -1292,6 +1599,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"{total['writes']}{'; PROBLEMS: ' + '; '.join(run['problems']) if run['problems'] else ''}",
                     flush=True,
                 )
+                if run["continue"]:
+                    cont = _phase(run["continue"]["phases"], "total", CONTINUED)
+                    print(
+                        f"      continue after editing scene {run['continue']['edited_scene']}: "
+                        f"{cont['wall_s']:.2f} s, reads {cont['reads']}, writes "
+                        f"{cont['writes']}, calls {_calls(run['continue']['calls'])}",
+                        flush=True,
+                    )
     finally:
         stack.stop()
     table = aggregate(runs)
@@ -1310,6 +1625,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_end": os.getloadavg(),
         "table": table,
         "growth": growth(table),
+        "continue": aggregate_continue(runs),
         "runs": runs,
     }
     print()
@@ -1317,6 +1633,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(table) > 1:
         print()
         print("\n".join(growth_lines(report["growth"])))
+    if report["continue"]:
+        print(f"\ncontinue after one scene edit, {report['continue']['scenes']} scenes:")
+        print("\n".join(continue_lines(report["continue"])))
+        print("\n".join(continue_summary(report["continue"])))
     write_reports(report, args.out)
     print(
         f"\nwhole run {report['run_s']:.0f} s; reports in {args.out}/pipeline.md and pipeline.json"

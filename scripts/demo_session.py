@@ -245,17 +245,33 @@ def make_video(api: Client, mid: str, out_dir: Path) -> None:
             f"tags {scene['asset_tags']} refs {len(scene['reference_asset_ids'])}{remapped}")  # fmt: skip
         say(f"         {scene['keyframe_prompt'][:110]}")
 
-    say("\n14. edit scene 0 at the storyboard checkpoint, then continue (a new branch)")
-    tree = api("GET", f"/projects/{pid}/checkpoints")
-    storyboard = tree["current_checkpoint_id"]
+    say("\n14. continue the storyboard as it is, to the finished video on branch main")
+    storyboard = api("GET", f"/projects/{pid}/checkpoints/current")["checkpoint"]["id"]
+    api("POST", f"/projects/{pid}/checkpoints/{storyboard}/continue", 202,
+        json={"auto_continue": True})  # fmt: skip
+    wait_for_project(api, pid, {"complete"})
+
+    say("\n15. edit scene 0 at the storyboard checkpoint, then continue (a new branch)")
+    first = detail["scenes"][0]
     api("PATCH", f"/projects/{pid}/checkpoints/{storyboard}/scenes/0",
-        json={"title": "The bus arrives", "shot_type": "wide"})  # fmt: skip
+        json={"title": "The bus arrives",
+              "keyframe_prompt": first["keyframe_prompt"] + " A bus pulls in, rain on its windows.",
+              "end_keyframe_prompt": first["end_keyframe_prompt"] + " The bus pulls away."})  # fmt: skip
+    plan = api("GET", f"/projects/{pid}/checkpoints/{storyboard}/plan")
+    say(f"   plan from {storyboard}: {plan['reuse']} reused, {plan['make']} to make, "
+        f"${plan['cost_usd']:.2f} at list prices")  # fmt: skip
+    for stage in plan["stages"]:
+        say(f"     {stage['stage']:<10} {stage['reuse']} reused, {stage['make']} to make, "
+            f"${stage['cost_usd']:.2f}")  # fmt: skip
     continued = api("POST", f"/projects/{pid}/checkpoints/{storyboard}/continue", 202,
                     json={"auto_continue": True})  # fmt: skip
+    if continued["plan"] != plan:
+        raise SystemExit(f"the continue answered another plan than GET …/plan: {continued['plan']}")
     say(f"   continuing on branch {continued['branch']}")
     detail = wait_for_project(api, pid, {"complete"})
+    show_ledger(detail, plan)
 
-    say("\n15. checkpoint tree")
+    say("\n16. checkpoint tree")
     tree = api("GET", f"/projects/{pid}/checkpoints")
     for branch in tree["branches"]:
         origin = f" from {branch['parent']}" if branch["parent"] else ""
@@ -269,6 +285,40 @@ def make_video(api: Client, mid: str, out_dir: Path) -> None:
     target.write_bytes(video.content)
     cost = detail["project"]["cost"]
     say(f"   final video: {target} ({len(video.content)} bytes); spent ${cost['spent_usd']:.2f}")
+
+
+ARTIFACT_STAGE = {"start_frame": "keyframes", "end_frame": "keyframes", "clip": "clips"}
+
+
+def show_ledger(detail: dict[str, Any], plan: dict[str, Any]) -> None:
+    """What the run made and reused, from the scenes' reused_from, held against the plan."""
+    planned = {stage["stage"] for stage in plan["stages"]}
+    done: dict[tuple[str, int | None, str], tuple[str, Any]] = {}
+    say("   made and reused, per scene:")
+    for scene in detail["scenes"]:
+        ran = [a for a in ARTIFACT_STAGE if a in scene["bases"] and ARTIFACT_STAGE[a] in planned]
+        sources = {a: scene["reused_from"].get(a) for a in ran}
+        for artifact, source in sources.items():
+            key = (ARTIFACT_STAGE[artifact], scene["index"], artifact)
+            done[key] = ("reuse" if source else "make", source)
+        made = ", ".join(a for a, source in sources.items() if not source) or "nothing"
+        origins = sorted({s["checkpoint_id"] for s in sources.values() if s})
+        reused = ", ".join(a for a, source in sources.items() if source)
+        reused = f"; reused {reused} (checkpoints {', '.join(origins)})" if reused else ""
+        say(f"     [{scene['index']}] made {made}{reused}; ${scene['cost_usd']:.2f}")
+    if "stitch" in planned:
+        source = detail["project"]["final_video_reused_from"]
+        done[("stitch", None, "final_video")] = ("reuse" if source else "make", source)
+        origin = (
+            f"reused from {source['project_id']}/{source['checkpoint_id']}" if source else "made"
+        )
+        say(f"     final video {origin}")
+    expected = {(s["stage"], s["scene"], s["artifact"]): (s["action"], s["source"])
+                for s in plan["steps"]}  # fmt: skip
+    if done != expected:
+        raise SystemExit(f"the run does not agree with its plan: planned {expected}, did {done}")
+    reuse = sum(1 for action, _ in done.values() if action == "reuse")
+    say(f"   {reuse} reused, {len(done) - reuse} made: the counts agree with the plan")
 
 
 def run_job(api: Client, path: str) -> dict[str, Any]:

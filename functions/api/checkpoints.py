@@ -23,7 +23,7 @@ from shared.models.checkpoints import (
     scenes_with_draft,
 )
 from shared.models.common import QueryParams
-from shared.models.projects import Project
+from shared.models.projects import Project, Scene
 from shared.pipeline.plans import Plan
 
 
@@ -106,6 +106,17 @@ class CheckpointDetail(BaseModel):
             pending=[PendingView.model_validate(p.model_dump()) for p in draft.pending],
             failed=draft.failed,
         )  # fmt: skip
+
+
+class EditView(SceneView):
+    version: int
+    """The version of the artifact this edit made (version 1 is what the stage made)."""
+
+    @classmethod
+    def made(cls, project_id: str, checkpoint_id: str, edited: tuple[Scene, int]) -> EditView:
+        scene, version = edited
+        view = SceneView.of(project_id, scene, checkpoint_id)
+        return cls.model_validate({**view.model_dump(), "version": version})
 
 
 class ContinueView(ProjectView):
@@ -195,17 +206,17 @@ def video(call: Call) -> Reply:
     return _media(call, "video")
 
 
-def edit_scene(call: Call) -> SceneView:
-    scene = services().checkpoints.edit_scene(call.identity, *_ids(call), _index(call), call.body)
-    return SceneView.of(call.path["project_id"], scene)
+def edit_scene(call: Call) -> EditView:
+    edited = services().checkpoints.edit_scene(call.identity, *_ids(call), _index(call), call.body)
+    return EditView.made(*_ids(call), edited)
 
 
-def regenerate_keyframe(call: Call) -> SceneView:
+def regenerate_keyframe(call: Call) -> EditView:
     body = call.body or KeyframeRegenerate()
-    scene = services().checkpoints.regenerate_keyframe(
+    edited = services().checkpoints.regenerate_keyframe(
         call.identity, *_ids(call), _index(call), body
     )
-    return SceneView.of(call.path["project_id"], scene)
+    return EditView.made(*_ids(call), edited)
 
 
 def upload_keyframe(call: Call) -> SceneView:
@@ -222,16 +233,16 @@ def upload_keyframe(call: Call) -> SceneView:
         raise PayloadTooLarge(f"the upload is larger than {limit} bytes") from error
     if part is None:
         raise BadRequest("the form has no part named 'file'")
-    scene = services().checkpoints.upload_keyframe(
+    edited = services().checkpoints.upload_keyframe(
         call.identity, *_ids(call), _index(call), frame, part.read(limit + 1)
     )
-    return SceneView.of(call.path["project_id"], scene)
+    return EditView.made(*_ids(call), edited)
 
 
-def regenerate_clip(call: Call) -> SceneView:
+def regenerate_clip(call: Call) -> EditView:
     body = call.body or ClipRegenerate()
-    scene = services().checkpoints.regenerate_clip(call.identity, *_ids(call), _index(call), body)
-    return SceneView.of(call.path["project_id"], scene)
+    edited = services().checkpoints.regenerate_clip(call.identity, *_ids(call), _index(call), body)
+    return EditView.made(*_ids(call), edited)
 
 
 def continue_(call: Call) -> ContinueView:
@@ -276,18 +287,18 @@ ROUTES = [
     Route("GET", ONE, detail, "A checkpoint with its scenes and pending edits",
           response=CheckpointDetail, tag="checkpoints", errors=(404,)),
     Route("PATCH", SCENE, edit_scene, "Edit a scene's storyboard fields (storyboard checkpoint)",
-          body=SceneEdit, response=SceneView, tag="checkpoints", errors=EDIT_ERRORS),
+          body=SceneEdit, response=EditView, tag="checkpoints", errors=EDIT_ERRORS),
     Route("POST", f"{SCENE}/keyframe", upload_keyframe,
           "Replace a keyframe with an uploaded image (keyframes checkpoint)",
-          response=SceneView, tag="checkpoints", raw_body="multipart/form-data",
+          response=EditView, tag="checkpoints", raw_body="multipart/form-data",
           errors=EDIT_ERRORS),
     Route("POST", f"{SCENE}/keyframe/regenerate", regenerate_keyframe,
           "Regenerate a keyframe, optionally with a new prompt (keyframes checkpoint): queued; "
-          "the checkpoint shows it pending until it is made", 202, body=KeyframeRegenerate, response=SceneView, tag="checkpoints", errors=EDIT_ERRORS,
+          "the checkpoint shows it pending until it is made", 202, body=KeyframeRegenerate, response=EditView, tag="checkpoints", errors=EDIT_ERRORS,
           body_required=False),
     Route("POST", f"{SCENE}/clip/regenerate", regenerate_clip,
           "Have a clip made again on continue (clips checkpoint)", body=ClipRegenerate,
-          response=SceneView, tag="checkpoints", errors=EDIT_ERRORS, body_required=False),
+          response=EditView, tag="checkpoints", errors=EDIT_ERRORS, body_required=False),
     Route("POST", f"{ONE}/continue", continue_,
           "Continue from a checkpoint: an edited one starts a new branch; answers the plan",
           202, ContinueRequest, response=ContinueView, tag="checkpoints",

@@ -88,7 +88,7 @@ class GenerateRequest(RequestBody):
     auto_continue: StrictBool = False
     """Run through without pausing at run_through."""
     manifest_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    take_seed: TakeSeed | SkipJsonSchema[None] = None
+    take_seed: TakeSeed | None = None
     """Reproduce an earlier take: its seed makes the same inputs, so what exists is reused.
     Drawn at random when left out: two projects with one prompt are two takes."""
 

@@ -193,7 +193,7 @@ class CheckpointService:
 
     def edit_scene(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int, edit: SceneEdit
-    ) -> Scene:
+    ) -> tuple[Scene, int]:
         self._projects.owned(identity, project_id)
         fields = edit.model_dump(exclude_unset=True, mode="json")
         if any(value is None for value in fields.values()):
@@ -201,7 +201,7 @@ class CheckpointService:
         if not fields:
             raise ValidationFailed("the edit names no field to change")
 
-        def plan(project: Project) -> ProjectChange[Scene]:
+        def plan(project: Project) -> ProjectChange[tuple[Scene, int]]:
             checkpoint, draft, scene = self._editable(
                 project, checkpoint_id, index, ArtifactKind.SCENE
             )
@@ -223,7 +223,7 @@ class CheckpointService:
     def regenerate_keyframe(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int,
         body: KeyframeRegenerate,
-    ) -> Scene:  # fmt: skip
+    ) -> tuple[Scene, int]:  # fmt: skip
         """Queued as a task (image models take seconds to minutes); the draft shows it
         pending until the new version is made."""
         self._projects.owned(identity, project_id)
@@ -242,12 +242,12 @@ class CheckpointService:
 
         scene, job = self._repo.change(project_id, plan)
         self._runner.enqueue_keyframe(self._projects.owned(identity, project_id), job)
-        return scene
+        return scene, job.version
 
     def upload_keyframe(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int,
         frame: str, data: bytes,
-    ) -> Scene:  # fmt: skip
+    ) -> tuple[Scene, int]:  # fmt: skip
         if frame not in ("start", "end"):
             raise ValidationFailed("frame must be 'start' or 'end'")
         self._projects.owned(identity, project_id)
@@ -261,7 +261,7 @@ class CheckpointService:
             self._blobs, storage.media_bucket, image.normalized, image.content_type, image.extension
         )
 
-        def plan(project: Project) -> ProjectChange[Scene]:
+        def plan(project: Project) -> ProjectChange[tuple[Scene, int]]:
             checkpoint, draft, scene = self._editable(
                 project, checkpoint_id, index, ArtifactKind.KEYFRAME
             )
@@ -273,11 +273,11 @@ class CheckpointService:
     def regenerate_clip(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int,
         body: ClipRegenerate,
-    ) -> Scene:  # fmt: skip
+    ) -> tuple[Scene, int]:  # fmt: skip
         """The clip is made again when the project continues (video models take minutes)."""
         self._projects.owned(identity, project_id)
 
-        def plan(project: Project) -> ProjectChange[Scene]:
+        def plan(project: Project) -> ProjectChange[tuple[Scene, int]]:
             checkpoint, draft, scene = self._editable(
                 project, checkpoint_id, index, ArtifactKind.CLIP
             )
@@ -390,7 +390,7 @@ class CheckpointService:
     def _record(
         project: Project, checkpoint: Checkpoint, draft: Draft, scene: Scene, kind: ArtifactKind,
         made_by: Literal["edited", "uploaded", "regenerated"], fields: Mapping[str, Any],
-    ) -> ProjectChange[Scene]:  # fmt: skip
+    ) -> ProjectChange[tuple[Scene, int]]:  # fmt: skip
         """A new immutable version of the artifact and the draft pointing at it, numbered from
         the project's counter; an edit that changes nothing is refused and writes nothing."""
         current = scene.model_dump(mode="json")
@@ -409,6 +409,6 @@ class CheckpointService:
         draft.scenes.setdefault(str(scene.index), {}).update(fields)
         draft.artifact_ids.append(artifact.id)
         return ProjectChange(
-            project, Scene.model_validate({**scene.model_dump(), **fields}),
+            project, (Scene.model_validate({**scene.model_dump(), **fields}), version),
             summary=f"{made_by} {kind.value} {scene.index}", draft=draft, artifacts=[artifact],
         )  # fmt: skip
