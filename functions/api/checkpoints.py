@@ -98,10 +98,18 @@ class CheckpointDetail(BaseModel):
 
     @classmethod
     def of(cls, project: Project, checkpoint: Checkpoint, draft: Draft) -> CheckpointDetail:
-        scenes = scenes_with_draft(checkpoint, draft)
+        views = []
+        for scene in scenes_with_draft(checkpoint, draft):
+            view = SceneView.of(project.id, scene, checkpoint.id)
+            edited = draft.scenes.get(str(scene.index), {})
+            for field, url in (("start_frame_object", "start_frame_url"),
+                               ("end_frame_object", "end_frame_url")):  # fmt: skip
+                if field in edited and getattr(view, url):
+                    setattr(view, url, f"{getattr(view, url)}?draft=true")
+            views.append(view)
         return cls(
             checkpoint=CheckpointView.of(checkpoint, project),
-            scenes=[SceneView.of(project.id, s, checkpoint.id) for s in scenes],
+            scenes=views,
             edited=draft.edited, redo_clips=draft.redo_clips,
             pending=[PendingView.model_validate(p.model_dump()) for p in draft.pending],
             failed=draft.failed,
@@ -185,9 +193,17 @@ def plan(call: Call) -> Plan:
     return services().checkpoints.plan(call.identity, *_ids(call))
 
 
+class MediaQuery(QueryParams):
+    draft: bool = False
+    """The version the checkpoint's pending edits put in place of its own."""
+
+
 def _media(call: Call, what: str) -> Reply:
+    query: MediaQuery = call.query or MediaQuery()
     index = call.path.get("index")
-    return media_redirect(services().checkpoints.media(call.identity, *_ids(call), index, what))
+    return media_redirect(
+        services().checkpoints.media(call.identity, *_ids(call), index, what, draft=query.draft)
+    )
 
 
 def start_frame(call: Call) -> Reply:
@@ -275,11 +291,11 @@ ROUTES = [
     Route("GET", f"{ONE}/video", video, "Redirect to this checkpoint's final video", 302,
           tag="checkpoints", errors=(404,)),
     Route("GET", f"{SCENE}/start-frame", start_frame,
-          "Redirect to this checkpoint's first keyframe of a scene", 302, tag="checkpoints",
-          errors=(404,)),
+          "Redirect to this checkpoint's first keyframe of a scene (?draft=true: the edited one)",
+          302, query=MediaQuery, tag="checkpoints", errors=(404, 422)),
     Route("GET", f"{SCENE}/end-frame", end_frame,
-          "Redirect to this checkpoint's last keyframe of a scene", 302, tag="checkpoints",
-          errors=(404,)),
+          "Redirect to this checkpoint's last keyframe of a scene (?draft=true: the edited one)",
+          302, query=MediaQuery, tag="checkpoints", errors=(404, 422)),
     Route("GET", f"{SCENE}/clip", clip, "Redirect to this checkpoint's clip of a scene", 302,
           tag="checkpoints", errors=(404,)),
     Route("GET", f"{PROJECT}/versions", versions, "Every edited version of every artifact",

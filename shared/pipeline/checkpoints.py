@@ -135,16 +135,18 @@ class CheckpointService:
         return self.get(identity, project_id, project.current_checkpoint_id)
 
     def media(self, identity: Identity, project_id: str, checkpoint_id: str, index: int | None,
-              what: str) -> str:  # fmt: skip
+              what: str, *, draft: bool = False) -> str:  # fmt: skip
         """The object a checkpoint holds: a scene's start-frame, end-frame or clip, or (no
-        index) the final video. Its own, never the project's newest."""
-        _, checkpoint, _ = self.get(identity, project_id, checkpoint_id)
+        index) the final video. Its own, never the project's newest; with `draft`, the
+        version its pending edits put in its place."""
+        _, checkpoint, edits = self.get(identity, project_id, checkpoint_id)
         if index is None:
             if checkpoint.final_video_object is None:
                 raise NotFound(f"checkpoint {checkpoint_id} ({checkpoint.stage.value}) holds no "
                                "final video; the stitch checkpoint does")  # fmt: skip
             return checkpoint.final_video_object
-        scene = next((s for s in checkpoint.scenes if s.index == index), None)
+        scenes = scenes_with_draft(checkpoint, edits) if draft else checkpoint.scenes
+        scene = next((s for s in scenes if s.index == index), None)
         if scene is None:
             raise NotFound(f"scene {index} does not exist in checkpoint {checkpoint_id}")
         name: str | None = getattr(scene, MEDIA_FIELDS[what])

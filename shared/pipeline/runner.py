@@ -93,6 +93,10 @@ class StageTask(RequestBody):
     keyframe: KeyframeJob | None = None
 
 
+class StaleRun(Exception):
+    """The project moved to another run while this delivery worked: it stops quietly."""
+
+
 class StageOutcome(StrEnum):
     DONE = "done"
     """Stage finished (or finished before, or stale): acknowledge."""
@@ -192,6 +196,8 @@ class PipelineRunner:
             self._projects.change(project.id, lambda p: self._fail(p, task, failure))
             log.warning("project %s failed at %s: %s", project.id, task.stage, error)
             return StageOutcome.FAILED
+        except StaleRun:
+            return StageOutcome.DONE  # its paid work is indexed; the new run may reuse it
         except BaseException:
             self._projects.change(project.id, lambda p: self._release(p, token))
             raise
@@ -279,6 +285,14 @@ class PipelineRunner:
             and project.status is following.status
         ):
             self.enqueue(project, following)
+
+    def _save_scene(self, project: Project, before: Scene, after: Scene) -> None:
+        """Scene writes are not guarded: a delivery of a stopped or continued run must not
+        overwrite the scenes its successor prepared, so it checks its run before each one."""
+        current = self._projects.get(project.id)
+        if current is None or current.is_deleted or current.run != project.run:
+            raise StaleRun(project.id)
+        self._projects.save_scene(project.id, before, after)
 
     # ----- the index ---------------------------------------------------------------------------
 
@@ -422,7 +436,7 @@ class PipelineRunner:
                     after.reused_from.pop(spec.role, None)
                     after.cost_usd = round(after.cost_usd + entry.cost_usd, 6)
             after.keyframe_state, after.error = MediaState.DONE, None
-            self._projects.save_scene(project.id, scene, after)
+            self._save_scene(project, scene, after)
         return True
 
     # ----- clips -----------------------------------------------------------------------------
@@ -438,7 +452,7 @@ class PipelineRunner:
             if hit is not None:
                 after.clip_object, after.clip_state = hit.object_name, MediaState.DONE
                 after.bases["clip"], after.reused_from["clip"] = key, self._source(hit)
-                self._projects.save_scene(project.id, scene, after)
+                self._save_scene(project, scene, after)
                 continue
             try:
                 if scene.clip_state is MediaState.RUNNING and scene.clip_operation:
@@ -468,7 +482,7 @@ class PipelineRunner:
             else:
                 after.clip_state, after.clip_operation = MediaState.RUNNING, operation.name
                 waiting = True
-            self._projects.save_scene(project.id, scene, after)
+            self._save_scene(project, scene, after)
         if waiting:
             self.enqueue(project, Stage.CLIPS, poll=task.poll + 1, delay_s=POLL_DELAY_S)
         return not waiting

@@ -475,6 +475,11 @@ def test_an_uploaded_keyframe_remakes_only_its_scenes_clip(
     api.ok("POST", f"/projects/{pid}/checkpoints/{keyframes}/scenes/3/keyframe",
            data={"file": (io.BytesIO(image_bytes("PNG", (640, 360))), "k.png", "image/png"),
                  "frame": "end"})  # fmt: skip
+    uploaded = services().projects_repo.draft(pid, keyframes).scenes["3"]["end_frame_object"]
+    link = api.ok("GET", f"/projects/{pid}/checkpoints/{keyframes}")["scenes"][3]["end_frame_url"]
+    assert link.endswith("?draft=true")
+    assert uploaded in _location(api.call("GET", link))
+    assert uploaded not in _location(api.call("GET", link.removesuffix("?draft=true")))
     plan = api.ok("GET", f"/projects/{pid}/checkpoints/{keyframes}/plan")
     assert [(s["stage"], s["reuse"], s["make"]) for s in plan["stages"]] == [
         ("clips", 3, 1), ("stitch", 0, 1),
@@ -482,3 +487,39 @@ def test_an_uploaded_keyframe_remakes_only_its_scenes_clip(
     continue_(api, pid, keyframes, auto_continue=True)
     tasks.deliver_all()
     assert calls.counts() == {"text": 0, "image": 0, "video": 1, "stitch": 1}
+
+
+def test_a_delivery_of_a_stopped_run_writes_no_scene_and_its_paid_work_is_reused(
+    api: Api, tasks: Tasks, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = generate(api, total_seconds=6)["id"]
+    tasks.deliver_all(limit=1)  # the storyboard
+    scenes = project(api, pid)["scenes"]
+    counting = services().pipeline._providers
+
+    def providers(p: Project) -> Providers:
+        real = counting(p)
+
+        class StoppedMidway:
+            name = real.image.name
+
+            async def keyframe(self, r: KeyframeRequest) -> GeneratedImage:
+                if r.prompt == scenes[1]["keyframe_prompt"]:
+                    api.ok("POST", f"/projects/{pid}/stop")  # the user stops it meanwhile
+                return await real.image.keyframe(r)  # type: ignore[no-any-return]
+
+        return Providers(real.text, StoppedMidway(), real.video, real.stitcher)
+
+    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    tasks.deliver_all(limit=1)  # keyframes: stopped at scene 1
+    stopped = project(api, pid)
+    assert stopped["project"]["status"] == "stopped"
+    assert [s["keyframe_state"] for s in stopped["scenes"]] == ["done", "pending", "pending"]
+
+    monkeypatch.setattr(services().pipeline, "_providers", counting)
+    api.ok("POST", f"/projects/{pid}/resume")
+    tasks.deliver_all()
+    assert project(api, pid)["project"]["status"] == "complete"
+    prompts = [r.prompt for r in calls.image]
+    assert prompts.count(scenes[1]["keyframe_prompt"]) == 1, "made once, before the stop"
+    assert len(prompts) == 6
