@@ -210,11 +210,11 @@ resource "google_firestore_index" "jobs_by_manifest_created" {
   }
 }
 
-# manifests/{id}/revisions/{revision}: one small document per manifest write, whose only
-# lasting job is to serialise writers (docs/data-model.md). Each carries expire_at (a week after
-# the write); this TTL policy has Firestore delete it some time after that, without a sweeper
-# job or its cost. The policy names the collection group, so it covers the revisions of every
-# manifest.
+# manifests/{id}/revisions/{revision} and projects/{id}/revisions/{revision}: one small
+# document per guarded write, whose only lasting job is to serialise writers
+# (docs/data-model.md). Each carries expire_at (a week after the write); this TTL policy has
+# Firestore delete it some time after that, without a sweeper job or its cost. The policy names
+# the collection group, so it covers the revisions of every manifest and every project.
 resource "google_firestore_field" "revisions_expire_at" {
   project    = var.project_id
   database   = google_firestore_database.main.name

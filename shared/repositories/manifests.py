@@ -1,20 +1,17 @@
 """Manifests and their assets in Firestore.
 
 Every write that touches a manifest document goes through `ManifestRepository.change()`, an
-optimistic-concurrency loop: read the manifest, let the caller plan its change on a copy, then
-commit one batch whose first write *creates* `manifests/{id}/revisions/{n+1}`. Two writers that
-read the same revision race to create the same document; Firestore lets exactly one win and
-the loser re-reads and re-plans. This keeps tag counters, asset counts and the version exact
+optimistic-concurrency loop over revision claims (shared/repositories/revisions.py): read the
+manifest, let the caller plan its change on a copy, then commit one batch whose first write
+*creates* `manifests/{id}/revisions/{n+1}`. Two writers that read the same revision race to
+create the same document; Firestore lets exactly one win and the loser re-reads and re-plans. This keeps tag counters, asset counts and the version exact
 under concurrency, on Cloud Firestore and on emulators whose transactions do not lock.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -25,6 +22,13 @@ from shared.models.assets import Asset
 from shared.models.common import new_id, utcnow
 from shared.models.manifests import Manifest, ManifestListQuery
 from shared.repositories.documents import changed_fields, from_firestore, set_all, to_firestore
+from shared.repositories.revisions import (
+    UNCERTAIN_COMMIT,
+    back_off,
+    lost_race,
+    revision_doc,
+    revision_ref,
+)
 from shared.repositories.sort_keys import (
     SORT_KEY_FIELDS,
     decode_cursor,
@@ -37,14 +41,9 @@ ResultT = TypeVar("ResultT")
 
 MANIFESTS = "manifests"
 ASSETS = "assets"
-REVISIONS = "revisions"
 PROJECTS = "projects"
 # Firestore allows 500 writes per batch; two are the revision claim and the manifest update.
 MAX_ASSET_WRITES_PER_CHANGE = 498
-# Revision documents exist to serialise writers; a TTL policy on expire_at removes them later.
-REVISION_RETENTION = timedelta(days=7)
-# Commit errors after which the batch may or may not have been applied.
-UNCERTAIN_COMMIT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError)
 # Project statuses in which a project still reads its manifest.
 LIVE_PROJECT_STATUSES = [
     "pending",
@@ -175,7 +174,7 @@ class ManifestRepository:
         nothing lists or reads the assets, so an interrupted copy is never half visible."""
         set_all(self._db, assets, self._assets(manifest.id))
         batch = self._db.batch()
-        batch.create(self._revision_ref(manifest.id, 1), self._revision_doc("created"))
+        batch.create(revision_ref(self._manifest_ref(manifest.id), 1), revision_doc("created"))
         batch.create(self._manifest_ref(manifest.id), self._manifest_doc(manifest))
         batch.commit()
 
@@ -198,12 +197,11 @@ class ManifestRepository:
             except (gexc.AlreadyExists, *UNCERTAIN_COMMIT) as error:
                 # The client resends a commit whose connection dropped, and a resend of a
                 # commit that had landed fails on its own revision claim: ask the claim.
-                if self._claimed_by(manifest_id, revision, token):
+                last = attempt == self._max_attempts - 1
+                ref = self._manifest_ref(manifest_id)
+                if not lost_race(error, ref, revision, token, last_attempt=last):
                     return planned.result
-                if not isinstance(error, gexc.AlreadyExists) and attempt == self._max_attempts - 1:
-                    raise
-                # Another writer took this revision: back off, re-read, re-plan.
-                time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))
+                back_off(attempt)  # another writer took this revision: re-read, re-plan
         raise ContentionRetriesExhausted(
             f"manifest {manifest_id} is being changed by many writers at once; try again"
         )
@@ -216,10 +214,6 @@ class ManifestRepository:
             or planned.created_documents
             or changed_fields(current, planned.manifest)
         )
-
-    def _claimed_by(self, manifest_id: str, revision: int, token: str) -> bool:
-        claim = self._revision_ref(manifest_id, revision).get()
-        return bool(claim.exists and (claim.to_dict() or {}).get("token") == token)
 
     def _commit(
         self, current: Manifest, planned: ManifestChange[Any], revision: int, token: str
@@ -246,7 +240,8 @@ class ManifestRepository:
         batch = self._db.batch()
         # The claim goes first: if it fails, nothing else of the batch may land.
         batch.create(
-            self._revision_ref(manifest_id, revision), self._revision_doc(planned.summary, token)
+            revision_ref(self._manifest_ref(manifest_id), revision),
+            revision_doc(planned.summary, token),
         )
         batch.update(self._manifest_ref(manifest_id), fields)
         for asset in planned.created_assets:
@@ -261,22 +256,6 @@ class ManifestRepository:
         for ref, data in planned.created_documents:
             batch.create(ref, data)
         batch.commit()
-
-    def _revision_ref(self, manifest_id: str, revision: int) -> firestore.DocumentReference:
-        ref: firestore.DocumentReference = (
-            self._manifest_ref(manifest_id).collection(REVISIONS).document(f"{revision:012d}")
-        )
-        return ref
-
-    def _revision_doc(self, summary: str, token: str = "") -> dict[str, Any]:
-        """`token` names the attempt that wrote the claim, so that attempt can recognise it."""
-        now = utcnow()
-        return {
-            "at": now,
-            "summary": summary,
-            "token": token,
-            "expire_at": now + REVISION_RETENTION,
-        }
 
     def _manifest_doc(self, manifest: Manifest) -> dict[str, Any]:
         return {**to_firestore(manifest), **sort_keys(manifest), "revision": 1}

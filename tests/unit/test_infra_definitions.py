@@ -17,7 +17,6 @@ import typing
 from datetime import datetime
 from functools import cache
 from typing import Any
-from unittest import mock
 
 import pytest
 import yaml
@@ -28,8 +27,8 @@ from shared.models.jobs import JobStatus
 from shared.models.manifests import ManifestSort
 from shared.pipeline.runner import POLL_DELAY_S
 from shared.repositories.jobs import ACTIVE, JOBS
-from shared.repositories.manifests import REVISIONS, ManifestRepository
 from shared.repositories.projects import PROJECTS, ProjectRepository
+from shared.repositories.revisions import REVISIONS, revision_doc
 from shared.repositories.sort_keys import SORT_KEY_FIELDS
 from shared.settings import ModelSettings, Settings
 from shared.tasks import DISPATCH_DEADLINE_S
@@ -419,7 +418,7 @@ def test_revision_documents_expire_through_a_ttl_policy_on_the_field_the_code_wr
         for field in resources("google_firestore_field").values()
         if field["collection"] == REVISIONS
     ]
-    written = ManifestRepository(mock.Mock())._revision_doc("a change")
+    written = revision_doc("a change")
 
     assert policy["field"] == "expire_at"
     assert policy["ttl_config"] == [{}]
