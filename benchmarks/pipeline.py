@@ -27,7 +27,7 @@ pipeline stored, so pipeline ÷ baseline is the pipeline's overhead: Firestore, 
 orchestration. Projects get a fixed take seed, so the baseline sends the very seeds they do.
 
 The continue scenario, on the largest size's project of each repeat once it is finished: one
-scene's keyframe_prompt edited at the storyboard checkpoint, the plan read, and a continue with
+scene's two keyframe prompts edited at the storyboard checkpoint, the plan read, and a continue with
 auto_continue, its stage tasks delivered the same way. Model calls are counted by kind (by
 wrapping the providers), with wall time, Firestore reads and writes and the plan's reuse and
 make totals, beside the full run that made the project. The expected calls are 2 image, 1 video,
@@ -87,8 +87,11 @@ PROMPT = "a lighthouse keeper finds a message in a bottle and sets out to answer
 TAKE_SEED = 7
 """The project's take seed, fixed (generate draws one at random otherwise) so that the baseline
 sends the models the very seeds the pipeline does: every keyframe and clip of a take gets it."""
-EDITED_PROMPT = "the keeper unrolls the message by lamplight, rain streaking the window"
-"""The scene edit of the continue scenario: a new keyframe_prompt for one scene."""
+EDITED_PROMPTS = {
+    "keyframe_prompt": "the keeper unrolls the message by lamplight, rain streaking the window",
+    "end_keyframe_prompt": "the keeper folds the message into his coat and reaches for a pen",
+}
+"""The scene edit of the continue scenario: one scene rewritten, its first and last frames."""
 FULL_BUDGET_S = 420.0
 """Measurements stop being started past this (the stack and the warm-up come on top): the whole
 run stays under 8 minutes even when neighbours slow the machine down."""
@@ -638,11 +641,12 @@ the plan before it are measured apart)."""
 EXPECTED_CALLS = {"image": 2, "video": 1, "stitch": 1, "text": 0}
 """One scene's prompt edited at the storyboard checkpoint: its start and end keyframes, its
 clip and the stitch are made; everything else is reused from the artifact index."""
+KINDS = ("text", "image", "video", "video_poll", "stitch")
 MEDIA = ("start_frame_object", "end_frame_object", "clip_object")
 
 
 def run_continue(services: Any, clock: Clock, full: dict[str, Any]) -> dict[str, Any]:
-    """The finished project of `full`: one scene's keyframe_prompt edited at the storyboard
+    """The finished project of `full`: one scene's two keyframe prompts edited at the storyboard
     checkpoint, the plan read, then continued with auto_continue, as the routes do (PATCH
     …/scenes/{i}, GET …/plan, POST …/continue call these service methods)."""
     from shared.auth import Identity
@@ -659,7 +663,7 @@ def run_continue(services: Any, clock: Clock, full: dict[str, Any]) -> dict[str,
     phases: list[Phase] = []
     with measured(clock, "edit", phases):
         services.checkpoints.edit_scene(
-            identity, project_id, storyboard.id, edited, SceneEdit(keyframe_prompt=EDITED_PROMPT)
+            identity, project_id, storyboard.id, edited, SceneEdit(**EDITED_PROMPTS)
         )
     with measured(clock, "plan", phases):
         planned = services.checkpoints.plan(identity, project_id, storyboard.id)
@@ -1062,7 +1066,7 @@ def aggregate_continue(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
         calls: Counter[str] = Counter()
         for phase in phases:
             calls.update(phase["calls"])
-        row["calls"] = {k: v / len(mine) for k, v in sorted(calls.items())}  # per repeat
+        row["calls"] = {k: calls[k] / len(mine) for k in KINDS if k in calls}  # per repeat
         rows[name] = row
     ratios: dict[str, Any] = {}
     for measure in CONTINUE_MEASURES:
@@ -1076,6 +1080,12 @@ def aggregate_continue(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
             ratios[measure] = {"median": statistics.median(values), "min": min(values),
                                "max": max(values)}  # fmt: skip
     last = mine[-1]["continue"]
+    spent: dict[str, Counter[str]] = {"read": Counter(), "write": Counter()}
+    for phase in last["phases"]:
+        if phase["name"] in CONTINUED:
+            for key, count in phase["paths"].items():
+                verb, where = key.split(" ", 1)
+                spent[verb][where] += count
     return {
         "scenes": mine[0]["scenes"],
         "repeats": len(mine),
@@ -1086,6 +1096,7 @@ def aggregate_continue(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
         "plans": [r["continue"]["plan"] for r in mine],
         "changed": last["changed"],
         "expected_calls": EXPECTED_CALLS,
+        "where": {verb: dict(c.most_common()) for verb, c in spent.items()},
     }
 
 
@@ -1271,6 +1282,11 @@ def continue_summary(cont: dict[str, Any]) -> list[str]:
         )
         + ".",
         f"Media that changed against the full run: {', '.join(cont['changed']) or 'none'}.",
+        "Where the continue total's reads and writes go (one repeat): reads "
+        + ", ".join(f"{k} {v}" for k, v in cont["where"]["read"].items())
+        + "; writes "
+        + ", ".join(f"{k} {v}" for k, v in cont["where"]["write"].items())
+        + ".",
     ]
 
 
@@ -1352,13 +1368,12 @@ def observations(
     )
     run = next(r for r in runs if r["scenes"] == large)
 
-    def read_count(prefix: str, phase: str | None = None) -> int:
+    def read_count(prefix: str, *, exact: bool = False) -> int:
         return sum(
             count
             for p in run["pipeline"]
-            if phase is None or p["name"] == phase
             for key, count in p["paths"].items()
-            if key.startswith("read " + prefix)
+            if (key == "read " + prefix if exact else key.startswith("read " + prefix))
         )
 
     reads = read_count("")
@@ -1366,6 +1381,7 @@ def observations(
     spend = read_count("projects/*/spend")
     index = read_count("owners/*/artifacts")
     snapshot = read_count("manifest_snapshots")
+    project = read_count("projects/*", exact=True)
 
     def share(count: int) -> str:
         return f"{count} ({count / reads:.0%})"
@@ -1376,7 +1392,17 @@ def observations(
         f"the project's spend lines {share(spend)} (every stage's end reads all of them to sum "
         "the ledger, so the later a stage, the more lines it reads: one per artifact made so "
         f"far); the artifact index {share(index)} (one lookup per artifact a stage may make, "
-        f"found or not); the manifest snapshot {share(snapshot)} (once per stage that uses it)."
+        f"found or not); the project document {share(project)} (each guarded change reads "
+        "it, and a stage again before each scene it writes, to check that its run is current); "
+        f"the manifest snapshot {share(snapshot)} (once per stage that uses it)."
+    )
+    made = {r["scenes"]: _phase(r["pipeline"], "keyframes")["calls"].get("image", 0) for r in runs}
+    lines.append(
+        "**Keyframes made**: "
+        + ", ".join(f"{made[n]} of {2 * n} at {n} scenes" for n in sorted(made))
+        + ". A take gives every keyframe one seed and the local storyboard repeats prompts in "
+        "long stories, so a repeated keyframe is found in the artifact index and reused within "
+        "the run; the baseline makes each once too."
     )
     inexact = [
         f"{name} {measure}"
@@ -1422,7 +1448,7 @@ def continue_section(cont: dict[str, Any] | None) -> list[str]:
         f"## Continue after one scene edit (N = {n})",
         "",
         f"Each repeat's {n}-scene project, once finished, has scene {cont['edited_scene']}'s "
-        "`keyframe_prompt` edited at its storyboard checkpoint (`CheckpointService.edit_scene`, "
+        "`keyframe_prompt` and `end_keyframe_prompt` edited at its storyboard checkpoint (`CheckpointService.edit_scene`, "
         "what `PATCH …/checkpoints/{cid}/scenes/{i}` calls), the plan read "
         "(`GET …/checkpoints/{cid}/plan`), and is continued with `auto_continue` "
         "(`continue_from`, what `POST …/checkpoints/{cid}/continue` calls); the stage tasks it "

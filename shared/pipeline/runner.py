@@ -121,14 +121,11 @@ def checkpoint_id(project: Project, stage: Stage) -> str:
     return f"r{project.run}-{stage.value}"
 
 
-def ledger_from(project: Project, spend: list[SpendLine]) -> None:
-    """The ledger is what the project's spend lines add up to: one line per artifact made."""
-    by_stage: dict[Stage, float] = {}
-    for line in spend:
-        stage = Stage(line.stage)
-        by_stage[stage] = round(by_stage.get(stage, 0.0) + line.cost_usd, 6)
-    project.cost.by_stage = by_stage
-    project.cost.spent_usd = round(sum(by_stage.values()), 6)
+def ledger_from(project: Project, stage: Stage, spend: list[SpendLine]) -> None:
+    """A stage's ledger line is what its spend lines add up to (one per artifact the project
+    ever made in it), so a redelivery or a resume never counts anything twice."""
+    project.cost.by_stage[stage] = round(sum(line.cost_usd for line in spend), 6)
+    project.cost.spent_usd = round(sum(project.cost.by_stage.values()), 6)
 
 
 class PipelineRunner:
@@ -263,7 +260,7 @@ class PipelineRunner:
         )  # fmt: skip
         project.current_checkpoint_id = checkpoint.id
         project.lease = None
-        ledger_from(project, self.index.spend(project.id))
+        ledger_from(project, stage, self.index.spend(project.id, stage))
         following = stage.next
         if following is None:
             project.status, project.stage = ProjectStatus.COMPLETE, None
@@ -286,13 +283,15 @@ class PipelineRunner:
         ):
             self.enqueue(project, following)
 
-    def _save_scene(self, project: Project, before: Scene, after: Scene) -> None:
+    def _save_scenes(self, project: Project, changes: list[tuple[Scene, Scene]]) -> None:
         """Scene writes are not guarded: a delivery of a stopped or continued run must not
-        overwrite the scenes its successor prepared, so it checks its run before each one."""
+        overwrite the scenes its successor prepared, so it checks its run before each write."""
+        if not changes:
+            return
         current = self._projects.get(project.id)
         if current is None or current.is_deleted or current.run != project.run:
             raise StaleRun(project.id)
-        self._projects.save_scene(project.id, before, after)
+        self._projects.save_scenes(project.id, changes)
 
     # ----- the index ---------------------------------------------------------------------------
 
@@ -422,22 +421,36 @@ class PipelineRunner:
         specs = {s.index: keyframe_specs(project, s, by_id) for s in todo}
         known = self.index.find(project.owner_id, [k.digest for ks in specs.values() for k in ks])
         made_in = checkpoint_id(project, Stage.KEYFRAMES)
-        for scene in todo:
-            after = scene.model_copy(deep=True)
-            for spec in specs[scene.index]:
-                entry, reused = self.make_keyframe(
-                    project, providers, spec, by_id, known, scene.index, made_in
-                )
-                setattr(after, f"{spec.role}_object", entry.object_name)
-                after.bases[spec.role] = spec.digest
-                if reused:
-                    after.reused_from[spec.role] = self._source(entry)
-                else:
-                    after.reused_from.pop(spec.role, None)
-                    after.cost_usd = round(after.cost_usd + entry.cost_usd, 6)
-            after.keyframe_state, after.error = MediaState.DONE, None
-            self._save_scene(project, scene, after)
+        # Scenes the index has whole are written together first: one check, one batch.
+        whole = [s for s in todo if all(k.digest in known for k in specs[s.index])]
+        rest = [s for s in todo if s not in whole]
+        saved = [(s, self._keyframed(project, providers, s, specs[s.index], by_id, known, made_in))
+                 for s in whole]  # fmt: skip
+        self._save_scenes(project, saved)
+        for scene in rest:
+            after = self._keyframed(project, providers, scene, specs[scene.index], by_id, known,
+                                    made_in)  # fmt: skip
+            self._save_scenes(project, [(scene, after)])
         return True
+
+    def _keyframed(
+        self, project: Project, providers: ProviderSet, scene: Scene, specs: list[KeyframeSpec],
+        by_id: Mapping[str, Asset], known: dict[str, IndexEntry], made_in: str,
+    ) -> Scene:  # fmt: skip
+        after = scene.model_copy(deep=True)
+        for spec in specs:
+            entry, reused = self.make_keyframe(
+                project, providers, spec, by_id, known, scene.index, made_in
+            )
+            setattr(after, f"{spec.role}_object", entry.object_name)
+            after.bases[spec.role] = spec.digest
+            if reused:
+                after.reused_from[spec.role] = self._source(entry)
+            else:
+                after.reused_from.pop(spec.role, None)
+                after.cost_usd = round(after.cost_usd + entry.cost_usd, 6)
+        after.keyframe_state, after.error = MediaState.DONE, None
+        return after
 
     # ----- clips -----------------------------------------------------------------------------
 
@@ -445,15 +458,16 @@ class PipelineRunner:
         todo = [s for s in self._projects.scenes(project.id) if s.clip_state is not MediaState.DONE]
         keys = {s.index: self._clip_key(project, s) for s in todo}
         known = self.index.find(project.owner_id, keys.values())
-        waiting = False
-        for scene in todo:
+        waiting, reused = False, []
+        for scene in [s for s in todo if keys[s.index] in known]:
+            hit, after = known[keys[scene.index]], scene.model_copy(deep=True)
+            after.clip_object, after.clip_state = hit.object_name, MediaState.DONE
+            after.clip_operation = None
+            after.bases["clip"], after.reused_from["clip"] = hit.digest, self._source(hit)
+            reused.append((scene, after))
+        self._save_scenes(project, reused)  # together: one check, one batch
+        for scene in [s for s in todo if keys[s.index] not in known]:
             key, after = keys[scene.index], scene.model_copy(deep=True)
-            hit = known.get(key)
-            if hit is not None:
-                after.clip_object, after.clip_state = hit.object_name, MediaState.DONE
-                after.bases["clip"], after.reused_from["clip"] = key, self._source(hit)
-                self._save_scene(project, scene, after)
-                continue
             try:
                 if scene.clip_state is MediaState.RUNNING and scene.clip_operation:
                     operation = asyncio.run(
@@ -482,7 +496,7 @@ class PipelineRunner:
             else:
                 after.clip_state, after.clip_operation = MediaState.RUNNING, operation.name
                 waiting = True
-            self._save_scene(project, scene, after)
+            self._save_scenes(project, [(scene, after)])
         if waiting:
             self.enqueue(project, Stage.CLIPS, poll=task.poll + 1, delay_s=POLL_DELAY_S)
         return not waiting
@@ -596,7 +610,7 @@ class PipelineRunner:
                 )  # fmt: skip
             else:
                 current.failed.append(failure)
-            ledger_from(p, self.index.spend(p.id))
+            ledger_from(p, Stage.KEYFRAMES, self.index.spend(p.id, Stage.KEYFRAMES))
             return ProjectChange(p, None, summary="keyframe regenerated", draft=current,
                                  artifacts=artifacts)  # fmt: skip
 

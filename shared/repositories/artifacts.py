@@ -81,5 +81,6 @@ class ArtifactIndex:
         with contextlib.suppress(gexc.AlreadyExists):
             self._entries(owner_id).document(entry.digest).create(to_firestore(entry))
 
-    def spend(self, project_id: str) -> list[SpendLine]:
-        return [SpendLine.model_validate(s.to_dict()) for s in self._spend(project_id).stream()]
+    def spend(self, project_id: str, stage: str) -> list[SpendLine]:
+        q = self._spend(project_id).where(filter=firestore.FieldFilter("stage", "==", stage))
+        return [SpendLine.model_validate(s.to_dict()) for s in q.stream()]

@@ -168,11 +168,16 @@ class ProjectRepository:
         found = [Scene.model_validate(s.to_dict()) for s in self._scenes(project_id).stream()]
         return sorted(found, key=lambda s: s.index)
 
-    def save_scene(self, project_id: str, before: Scene, after: Scene) -> Scene:
-        fields = changed_fields(before, after)
-        if fields:
-            self._scene_ref(project_id, after.index).update(fields)
-        return after.model_copy(deep=True)
+    def save_scenes(self, project_id: str, changes: list[tuple[Scene, Scene]]) -> None:
+        """The changed fields of each (before, after) pair, in one batch."""
+        batch, writes = self._db.batch(), 0
+        for before, after in changes:
+            fields = changed_fields(before, after)
+            if fields:
+                batch.update(self._scene_ref(project_id, after.index), fields)
+                writes += 1
+        if writes:
+            batch.commit()
 
     # ----- checkpoints and artifacts (immutable: created once, never updated) ---------------
 
