@@ -136,6 +136,9 @@ class Asset(Document):
     is_inherited: bool = False
     inherited_from_asset: str | None = None
     inherited_from_project: str | None = None
+    modified_fields: list[str] = Field(default_factory=list)
+    """In a fork's manifest: what the fork changed of the asset it inherited (then no longer
+    inherited)."""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
