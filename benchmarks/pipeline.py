@@ -639,8 +639,8 @@ CONTINUED = ("continue", "keyframes", "clips", "stitch")
 """The continue as a user waits for it: the request and the stages it sets off (the edit and
 the plan before it are measured apart)."""
 EXPECTED_CALLS = {"image": 2, "video": 1, "stitch": 1, "text": 0}
-"""One scene's prompt edited at the storyboard checkpoint: its start and end keyframes, its
-clip and the stitch are made; everything else is reused from the artifact index."""
+"""One scene's two keyframe prompts edited at the storyboard checkpoint: its start and end
+keyframes, its clip and the stitch are made; everything else is reused from the artifact index."""
 KINDS = ("text", "image", "video", "video_poll", "stitch")
 MEDIA = ("start_frame_object", "end_frame_object", "clip_object")
 
@@ -1389,11 +1389,14 @@ def observations(
     lines.append(
         f"**What the reads are** (N = {large}, {reads} in all): the scenes read back "
         f"{share(scenes)} (each stage lists them when it starts and again for its checkpoint); "
-        f"the project's spend lines {share(spend)} (every stage's end reads all of them to sum "
-        "the ledger, so the later a stage, the more lines it reads: one per artifact made so "
-        f"far); the artifact index {share(index)} (one lookup per artifact a stage may make, "
-        f"found or not); the project document {share(project)} (each guarded change reads "
-        "it, and a stage again before each scene it writes, to check that its run is current); "
+        f"the project's spend lines {share(spend)} (each stage's end reads only its own "
+        "stage's lines, a query on `stage`, to sum its ledger line: one per artifact the "
+        f"project made in that stage); the artifact index {share(index)} (one lookup per "
+        f"artifact a stage may make, found or not); the project document {share(project)} "
+        "(each guarded change reads it, and a stage again before each scene it makes and "
+        "writes, and once before the one batch in which it writes all the scenes the index "
+        "has whole, to check that its run is current: in a full run the index has none of a "
+        "stage's scenes when it starts, so once per scene); "
         f"the manifest snapshot {share(snapshot)} (once per stage that uses it)."
     )
     made = {r["scenes"]: _phase(r["pipeline"], "keyframes")["calls"].get("image", 0) for r in runs}

@@ -9,6 +9,7 @@ from shared.auth import IdentityVerifier, verifier_for
 from shared.clients import firestore_client
 from shared.manifesting.jobs import ManifestingJobs
 from shared.pipeline.checkpoints import CheckpointService
+from shared.pipeline.forks import ForkService
 from shared.pipeline.projects import ProjectService
 from shared.pipeline.providers import providers_for
 from shared.pipeline.runner import PipelineRunner
@@ -38,6 +39,7 @@ class Services:
     projects_repo: ProjectRepository
     pipeline: PipelineRunner
     checkpoints: CheckpointService
+    forks: ForkService
 
 
 @lru_cache(maxsize=1)
@@ -59,6 +61,9 @@ def services() -> Services:
         ArtifactIndex(db),
     )
     project_service = ProjectService(projects_repo, usage, pipeline)
+    checkpoint_service = CheckpointService(
+        project_service, projects_repo, pipeline, blobs, usage.read_snapshot, settings
+    )
     return Services(
         settings=settings,
         registry=registry,
@@ -72,12 +77,6 @@ def services() -> Services:
         projects=project_service,
         projects_repo=projects_repo,
         pipeline=pipeline,
-        checkpoints=CheckpointService(
-            project_service,
-            projects_repo,
-            pipeline,
-            blobs,
-            usage.read_snapshot,
-            settings,
-        ),
+        checkpoints=checkpoint_service,
+        forks=ForkService(project_service, projects_repo, pipeline, repository, usage),
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from shared.auth import Identity
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.models.assets import (
+    USER_TEXT_FIELDS,
     Asset,
     AssetCreate,
     AssetType,
@@ -61,6 +62,15 @@ def refuse_nulls(sent: dict[str, object]) -> None:
             "these fields cannot be null: " + ", ".join(nulls),
             details=[{"loc": ["body", n], "msg": "may not be null"} for n in nulls],
         )
+
+
+def mark_user_text(before: Asset, after: Asset) -> None:
+    """Marks the describer's text fields that an edit changed as the user's: manifesting keeps
+    them. A value equal to the one there is no edit (and so writes nothing)."""
+    edited = set(after.user_edited) | {
+        name for name in USER_TEXT_FIELDS if getattr(after, name) != getattr(before, name)
+    }
+    after.user_edited = [name for name in USER_TEXT_FIELDS if name in edited]
 
 
 class Registry:
@@ -228,6 +238,7 @@ class Registry:
             after = before.model_copy(deep=True)
             for name in sent:
                 setattr(after, name, getattr(body, name))
+            mark_user_text(before, after)
             if after.asset_type != before.asset_type:
                 after.manifest_tag = issue_tag(manifest, after.asset_type)
                 count_asset(manifest, before.asset_type, -1)

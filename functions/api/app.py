@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from functions.api import assets, checkpoints, manifests, processing, projects
+from functions.api import assets, checkpoints, forks, manifests, processing, projects
 from functions.api.openapi import build_openapi
 from functions.http import Call, JsonApi, Reply, Route
 from functions.services import services
@@ -34,6 +34,7 @@ ROUTES: list[Route] = [
     *processing.ROUTES,
     *projects.ROUTES,
     *checkpoints.ROUTES,
+    *forks.ROUTES,
 ]  # fmt: skip
 
 

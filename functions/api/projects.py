@@ -46,6 +46,7 @@ class ProjectView(BaseModel):
     snapshot_id: str | None
     manifest_version: int | None
     forked_from: str | None
+    forked_from_checkpoint: str | None
     branch: str
     current_checkpoint_id: str | None
     cost: dict[str, Any]

@@ -429,7 +429,7 @@ class _Run:
             edits: dict[str, Callable[[Asset], None]] = {}
             for (asset, _), result in zip(readable, results, strict=True):
                 if isinstance(result, DescriptionResult):
-                    edits[asset.id] = _set_description(result)
+                    edits[asset.id] = _set_description(result, self.job.overwrite_edited_text)
                     self.job.counters.described += 1
                     self.job.cost_usd = round(self.job.cost_usd + result.cost_usd, 6)
                 else:
@@ -491,11 +491,17 @@ def _set_group(group_id: str | None, primary: bool) -> Callable[[Asset], None]:
     return edit
 
 
-def _set_description(result: DescriptionResult) -> Callable[[Asset], None]:
+def _set_description(result: DescriptionResult, overwrite_edited: bool) -> Callable[[Asset], None]:
     def edit(asset: Asset) -> None:
+        # Read at write time (a fresh read inside the guarded write): text the user wrote while
+        # the describer ran is kept as well.
+        kept = set() if overwrite_edited else set(asset.user_edited)
         d = result.description
-        asset.reverse_prompt = d.reverse_prompt
-        asset.visual_description = d.visual_description
+        if "reverse_prompt" not in kept:
+            asset.reverse_prompt = d.reverse_prompt
+        if "visual_description" not in kept:
+            asset.visual_description = d.visual_description
+        asset.user_edited = [name for name in asset.user_edited if name in kept]
         asset.quality_score = max(0.0, min(10.0, d.quality_score))
         asset.suggested_name = d.suggested_name
         asset.described_by = result.model

@@ -44,7 +44,14 @@ class ManifestingJobs:
         self._dispatcher = dispatcher
         self._settings = settings
 
-    def start(self, identity: Identity, manifest_id: str, *, full: bool = False) -> Job:
+    def start(
+        self,
+        identity: Identity,
+        manifest_id: str,
+        *,
+        full: bool = False,
+        overwrite_edited_text: bool = False,
+    ) -> Job:
         manifest = self._registry.owned_manifest(identity, manifest_id)
         active = self._jobs.active_for_manifest(manifest_id)
         if active is not None:
@@ -57,9 +64,16 @@ class ManifestingJobs:
             self._reset(
                 identity, manifest, [a.id for a in assets if a.source is AssetSource.UPLOADED]
             )
-        return self._launch(identity, manifest_id, None)
+        return self._launch(identity, manifest_id, None, overwrite_edited_text)
 
-    def reprocess_asset(self, identity: Identity, manifest_id: str, asset_id: str) -> Job:
+    def reprocess_asset(
+        self,
+        identity: Identity,
+        manifest_id: str,
+        asset_id: str,
+        *,
+        overwrite_edited_text: bool = False,
+    ) -> Job:
         asset = self._registry.owned_asset(identity, manifest_id, asset_id)
         if asset.image is None:
             raise Conflict(f"asset {asset_id} has no image to process")
@@ -70,7 +84,7 @@ class ManifestingJobs:
             )
         manifest = self._registry.owned_manifest(identity, manifest_id)
         self._reset(identity, manifest, [asset_id])
-        return self._launch(identity, manifest_id, [asset_id])
+        return self._launch(identity, manifest_id, [asset_id], overwrite_edited_text)
 
     def get(self, identity: Identity, job_id: str) -> Job:
         job = self._jobs.get(job_id)
@@ -87,8 +101,20 @@ class ManifestingJobs:
 
     # -------------------------------------------------------------------------------------------
 
-    def _launch(self, identity: Identity, manifest_id: str, asset_ids: list[str] | None) -> Job:
-        job = Job(id=new_id(), owner_id=identity.uid, manifest_id=manifest_id, asset_ids=asset_ids)
+    def _launch(
+        self,
+        identity: Identity,
+        manifest_id: str,
+        asset_ids: list[str] | None,
+        overwrite_edited_text: bool,
+    ) -> Job:
+        job = Job(
+            id=new_id(),
+            owner_id=identity.uid,
+            manifest_id=manifest_id,
+            asset_ids=asset_ids,
+            overwrite_edited_text=overwrite_edited_text,
+        )
         self._jobs.create(job)
 
         def processing(manifest: Manifest) -> ManifestChange[None]:

@@ -90,6 +90,11 @@ class BoundingBox(Document):
     height: int = Field(gt=0)
 
 
+UserText = Literal["reverse_prompt", "visual_description"]
+"""The describer's text fields that a user may write instead (PATCH of an asset)."""
+USER_TEXT_FIELDS: tuple[UserText, ...] = ("reverse_prompt", "visual_description")
+
+
 class FaceEmbedding(Document):
     model: str
     """Embeddings from different models are not comparable: always say which made it."""
@@ -115,6 +120,10 @@ class Asset(Document):
     upload: UploadStatus = Field(default_factory=UploadStatus)
     reverse_prompt: str | None = None
     visual_description: str | None = None
+    user_edited: list[str] = Field(default_factory=list)
+    """Which of `reverse_prompt` and `visual_description` the user wrote (PATCH). Manifesting
+    keeps these as they are and only writes the describer's other results (quality score,
+    suggested name), unless the run asks to overwrite edited text, which also clears this."""
     quality_score: float | None = Field(default=None, ge=0, le=10)
     suggested_name: str | None = None
     detection_class: str | None = None
@@ -162,6 +171,11 @@ class AssetUpdate(RequestBody):
     user_tags: TagList | SkipJsonSchema[None] = None
     description: Description | SkipJsonSchema[None] = None
     sort_order: SortOrderValue | SkipJsonSchema[None] = None
+    reverse_prompt: Description | SkipJsonSchema[None] = None
+    """Text the user writes instead of the describer's: marked in `user_edited`, and kept by
+    later processing runs unless they ask to overwrite it."""
+    visual_description: Description | SkipJsonSchema[None] = None
+    """As `reverse_prompt`."""
 
 
 AcceptedContentType = Literal["image/png", "image/jpeg", "image/webp"]

@@ -73,6 +73,9 @@ class Job(Document):
     manifest_id: str
     asset_ids: list[str] | None = None
     """Reprocess only these assets; None processes everything not yet processed (E7)."""
+    overwrite_edited_text: bool = False
+    """Whether the describer's text replaces what the user wrote (an asset's `user_edited`
+    fields, then unmarked) on the assets this job describes; otherwise the user's is kept."""
     status: JobStatus = JobStatus.QUEUED
     step: JobStep = JobStep.QUEUED
     steps_done: list[JobStep] = Field(default_factory=list)
@@ -99,6 +102,17 @@ class ProcessRequest(RequestBody):
 
     full: StrictBool = False
     """Reprocess every asset, not only those not processed yet."""
+    overwrite_edited_text: StrictBool = False
+    """Replace the text the user wrote (an asset's `user_edited` fields) with the describer's
+    on the assets this run describes, and clear the marks; by default the user's is kept."""
+
+
+class ReprocessRequest(RequestBody):
+    """Body of POST /manifests/{id}/assets/{asset_id}/reprocess (optional)."""
+
+    overwrite_edited_text: StrictBool = False
+    """Replace the text the user wrote (`user_edited`) with the describer's, and clear the
+    marks; by default the user's is kept."""
 
 
 class JobTask(RequestBody):

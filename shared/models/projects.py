@@ -191,6 +191,8 @@ class Project(Document):
     snapshot_id: str | None = None
     manifest_version: int | None = None
     forked_from: str | None = None
+    """The project this one was forked from (F1), and its checkpoint."""
+    forked_from_checkpoint: str | None = None
     branch: str = "main"
     branches: dict[str, Branch] = Field(default_factory=lambda: {"main": Branch()})
     """Every branch of the project: an edited checkpoint continues on a new one (C3)."""
@@ -243,6 +245,9 @@ class Scene(Document):
     """start_frame, end_frame, clip → the digest of the inputs each was made from (P1)."""
     reused_from: dict[str, ReuseSource] = Field(default_factory=dict)
     """The artifacts this scene took from the index instead of making them."""
+    pinned: list[str] = Field(default_factory=list)
+    """Keyframes the user uploaded (start_frame, end_frame): inputs, not artifacts, so no stage
+    makes them again; a regeneration unpins one."""
     error: str | None = None
     cost_usd: float = 0.0
     """What this scene's artifacts cost on this run; reused ones cost nothing."""

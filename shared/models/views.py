@@ -83,6 +83,9 @@ class AssetView(BaseModel):
     upload: UploadView
     reverse_prompt: str | None
     visual_description: str | None
+    user_edited: list[str]
+    """Which of `reverse_prompt` and `visual_description` the user wrote: processing keeps
+    them unless asked to overwrite."""
     quality_score: float | None
     suggested_name: str | None
     detection_class: str | None
@@ -101,6 +104,7 @@ class AssetView(BaseModel):
     is_inherited: bool
     inherited_from_asset: str | None
     inherited_from_project: str | None
+    modified_fields: list[str]
     created_at: datetime
     updated_at: datetime
 
@@ -171,6 +175,7 @@ class JobView(BaseModel):
     kind: str
     manifest_id: str
     asset_ids: list[str] | None
+    overwrite_edited_text: bool
     status: str
     step: str
     steps_done: list[str]

@@ -85,10 +85,11 @@ def prepared_scenes(checkpoint: Checkpoint, draft: Draft, stages: list[Stage]) -
         after.error, after.cost_usd = None, 0.0
         if Stage.KEYFRAMES in stages:
             after.keyframe_state = MediaState.PENDING
-            after.start_frame_object = after.end_frame_object = None
             for role in ("start_frame", "end_frame"):
-                after.bases.pop(role, None)
-                after.reused_from.pop(role, None)
+                if role not in after.pinned:
+                    setattr(after, f"{role}_object", None)
+                    after.bases.pop(role, None)
+                    after.reused_from.pop(role, None)
         if Stage.CLIPS in stages:
             after.clip_state = MediaState.PENDING
             after.clip_object = after.clip_operation = None
@@ -267,8 +268,9 @@ class CheckpointService:
             checkpoint, draft, scene = self._editable(
                 project, checkpoint_id, index, ArtifactKind.KEYFRAME
             )
+            pinned = sorted({*scene.pinned, f"{frame}_frame"})
             return self._record(project, checkpoint, draft, scene, ArtifactKind.KEYFRAME,
-                                "uploaded", {f"{frame}_frame_object": name})  # fmt: skip
+                                "uploaded", {f"{frame}_frame_object": name, "pinned": pinned})  # fmt: skip
 
         return self._repo.change(project_id, plan)
 

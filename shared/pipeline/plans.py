@@ -30,7 +30,7 @@ from shared.repositories.artifacts import ArtifactIndex, IndexEntry
 class PlanStep(BaseModel):
     stage: Stage
     scene: int | None
-    artifact: Literal["start_frame", "end_frame", "clip", "final_video"]
+    artifact: Literal["storyboard", "start_frame", "end_frame", "clip", "final_video"]
     action: Literal["reuse", "make"]
     source: ReuseSource | None = None
     cost_usd: float = 0.0

@@ -38,7 +38,7 @@ def estimate(request: GenerateRequest, asset_count: int = 0) -> CostEstimate:
     )
 
 
-def _check_settings(settings: dict[str, object]) -> None:
+def check_settings(settings: dict[str, object]) -> None:
     try:
         GenerateRequest.model_validate(settings)
     except ValidationError as error:
@@ -144,7 +144,7 @@ class ProjectService:
                 raise Conflict(f"project {project_id} has no stage left to run")
             if changes:
                 # The same rules as generate: clip length and audio must suit the video model.
-                _check_settings(
+                check_settings(
                     {"prompt": project.prompt, "aspect_ratio": project.aspect_ratio,
                      "clip_seconds": project.clip_seconds, "total_seconds": project.total_seconds,
                      "audio": project.audio, "text_model": project.text_model,

@@ -113,7 +113,8 @@ class KeyframeSpec:
 def keyframe_specs(
     project: Project, scene: Scene, by_id: Mapping[str, Asset]
 ) -> list[KeyframeSpec]:
-    """The scene's two keyframes as the image model would be asked for them."""
+    """The scene's two keyframes as the image model would be asked for them (less the ones the
+    user uploaded)."""
     by_tag = {a.manifest_tag: a for a in by_id.values()}
     references = [i for i in scene.reference_asset_ids if i in by_id and by_id[i].image]
     hashes = [by_id[i].image.sha256 for i in references]  # type: ignore[union-attr]
@@ -122,6 +123,8 @@ def keyframe_specs(
         ("start_frame", scene.keyframe_prompt, scene.start_frame_reroll),
         ("end_frame", scene.end_keyframe_prompt, scene.end_frame_reroll),
     ):
+        if role in scene.pinned:
+            continue  # the user's upload stands as it is
         prompt = keyframe_prompt(words, scene.asset_tags, by_tag)
         seed = take_seed(project.take_seed, reroll)
         basis = keyframe_basis(

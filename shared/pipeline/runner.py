@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from shared.errors import NotFound
 from shared.models.assets import Asset
 from shared.models.checkpoints import ArtifactKind, ArtifactVersion, Checkpoint, scenes_with_draft
 from shared.models.common import RequestBody, new_id, utcnow
@@ -369,6 +370,12 @@ class PipelineRunner:
 
     # ----- keyframes -------------------------------------------------------------------------
 
+    def snapshot(self, project: Project) -> SnapshotWithAssets:
+        found = self._snapshots(project.snapshot_id) if project.snapshot_id else None
+        if found is None:
+            raise NotFound(f"project {project.id} has no manifest snapshot")
+        return found
+
     def snapshot_assets(self, project: Project) -> dict[str, Asset]:
         """The snapshot's assets by id: read once per stage, not once per scene."""
         snapshot = self._snapshots(project.snapshot_id) if project.snapshot_id else None
@@ -574,9 +581,12 @@ class PipelineRunner:
             return StageOutcome.DONE  # made already, or the draft was continued meanwhile
         scene = next(s for s in scenes_with_draft(checkpoint, draft) if s.index == job.scene)
         prompt_field = "keyframe_prompt" if job.frame == "start" else "end_keyframe_prompt"
-        changes = {f"{job.frame}_frame_reroll": job.version}
+        changes: dict[str, object] = {
+            f"{job.frame}_frame_reroll": job.version,
+            "pinned": [r for r in scene.pinned if r != f"{job.frame}_frame"],
+        }
         if pending.prompt:
-            changes[prompt_field] = pending.prompt  # type: ignore[assignment]
+            changes[prompt_field] = pending.prompt
         wanted = Scene.model_validate({**scene.model_dump(), **changes})
         by_id = self.snapshot_assets(project)
         role = f"{job.frame}_frame"

@@ -148,6 +148,15 @@ class ProjectRepository:
         cursor = _sort_key(items[-1]) if len(snapshots) > limit and items else None
         return items, cursor
 
+    def forks_of(self, owner_id: str, source_id: str) -> list[Project]:
+        q = (
+            self._db.collection(PROJECTS)
+            .where(filter=firestore.FieldFilter("forked_from", "==", source_id))
+            .where(filter=firestore.FieldFilter("owner_id", "==", owner_id))
+        )
+        found = [Project.model_validate(s.to_dict()) for s in q.limit(500).stream()]
+        return sorted((p for p in found if not p.is_deleted), key=lambda p: (p.created_at, p.id))
+
     # ----- scenes ------------------------------------------------------------------------------
 
     def _scenes(self, project_id: str) -> firestore.CollectionReference:
@@ -180,6 +189,11 @@ class ProjectRepository:
             batch.commit()
 
     # ----- checkpoints and artifacts (immutable: created once, never updated) ---------------
+
+    def put_checkpoint(self, project_id: str, checkpoint: Checkpoint) -> None:
+        """A fork's first checkpoint, written before its project document exists."""
+        ref = self.ref(project_id).collection("checkpoints").document(checkpoint.id)
+        ref.set(to_firestore(checkpoint))
 
     def checkpoints(self, project_id: str) -> list[Checkpoint]:
         found = [

@@ -132,3 +132,56 @@ def test_assets_list_in_sort_order(api: Api) -> None:
            json={"asset_type": "OBJECT", "name": "first", "sort_order": 1})  # fmt: skip
     items = api.ok("GET", f"/manifests/{manifest['id']}/assets")["items"]
     assert [a["name"] for a in items] == ["first", "last"]
+
+
+def test_writing_an_assets_reverse_prompt_marks_it_as_the_users_and_bumps_the_version_once(
+    api: Api,
+) -> None:
+    manifest = api.manifest()
+    asset = api.asset(manifest["id"])
+    path = f"/manifests/{manifest['id']}/assets/{asset['id']}"
+    version = manifest_of(api, manifest["id"])["manifest"]["version"]
+
+    edited = api.ok("PATCH", path, json={"reverse_prompt": "a tall man in a grey suit"})
+
+    assert edited["reverse_prompt"] == "a tall man in a grey suit"
+    assert edited["user_edited"] == ["reverse_prompt"]
+    assert manifest_of(api, manifest["id"])["manifest"]["version"] == version + 1
+    # The same text again, or nothing at all, is no change: no new version, marks as they were.
+    for body in ({"reverse_prompt": "a tall man in a grey suit"}, {}):
+        assert api.ok("PATCH", path, json=body)["user_edited"] == ["reverse_prompt"]
+    assert manifest_of(api, manifest["id"])["manifest"]["version"] == version + 1
+    both = api.ok("PATCH", path, json={"visual_description": "Grey suit, black shoes."})
+    assert both["user_edited"] == ["reverse_prompt", "visual_description"]
+    assert manifest_of(api, manifest["id"])["manifest"]["version"] == version + 2
+
+
+def test_a_null_or_overlong_reverse_prompt_is_refused(api: Api) -> None:
+    manifest = api.manifest()
+    asset = api.asset(manifest["id"])
+    path = f"/manifests/{manifest['id']}/assets/{asset['id']}"
+    version = manifest_of(api, manifest["id"])["manifest"]["version"]
+
+    for body in ({"reverse_prompt": None}, {"visual_description": "x" * 5001}):
+        response = api.call("PATCH", path, json=body)
+        assert response.status_code == 422, body
+        assert response.get_json()["error"]["details"][0]["loc"][:2] == ["body", *body]
+
+    assert api.ok("GET", path)["user_edited"] == []
+    assert manifest_of(api, manifest["id"])["manifest"]["version"] == version
+
+
+def test_a_duplicate_keeps_which_text_the_user_wrote(api: Api) -> None:
+    manifest = api.manifest()
+    asset = api.asset(manifest["id"])
+    api.ok(
+        "PATCH",
+        f"/manifests/{manifest['id']}/assets/{asset['id']}",
+        json={"visual_description": "Grey suit, black shoes."},
+    )
+
+    copy = api.ok("POST", f"/manifests/{manifest['id']}/duplicate", 201)
+
+    [copied] = copy["assets"]
+    assert copied["visual_description"] == "Grey suit, black shoes."
+    assert copied["user_edited"] == ["visual_description"]

@@ -4,6 +4,7 @@ model service."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from datetime import timedelta
 from pathlib import Path
@@ -379,3 +380,60 @@ def test_a_manifest_whose_every_image_is_unreadable_ends_in_error_with_the_reaso
     assert job["status"] == "succeeded"
     assert manifest["status"] == "ERROR"
     assert "no image could be processed" in manifest["status_reason"]
+
+
+class Stamping:
+    """A describer whose text says which run wrote it."""
+
+    name = "local-describer-1"
+
+    def __init__(self, inner: Any, stamp: str) -> None:
+        self.inner, self.stamp = inner, stamp
+
+    async def describe(self, request: DescribeRequest) -> DescriptionResult:
+        result = await self.inner.describe(request)
+        d = result.description
+        stamped = d.model_copy(
+            update={
+                "reverse_prompt": f"{d.reverse_prompt} [{self.stamp}]",
+                "visual_description": f"{d.visual_description} [{self.stamp}]",
+            }
+        )
+        return dataclasses.replace(result, description=stamped)
+
+
+def test_text_the_user_wrote_survives_processing_until_a_reprocess_overwrites_it(
+    api: Api, dispatcher: RecordingDispatcher, offline_models: Models
+) -> None:
+    manifest_id = api.manifest("Edited")["id"]
+    player = upload(api, manifest_id, "zidane.jpg")
+    process(api, manifest_id, offline_models)
+    path = f"/manifests/{manifest_id}/assets/{player['id']}"
+    mine = "a footballer in a white kit under stadium lights"
+    api.ok("PATCH", path, json={"reverse_prompt": mine})
+
+    second = Models(
+        offline_models.detector, offline_models.faces, Stamping(offline_models.describer, "run 2")
+    )
+    job = process(api, manifest_id, second, full=True)
+
+    assert job["status"] == "succeeded" and job["overwrite_edited_text"] is False
+    assets = {a["id"]: a for a in detail(api, manifest_id)["assets"]}
+    kept = assets[player["id"]]
+    assert kept["reverse_prompt"] == mine
+    assert kept["user_edited"] == ["reverse_prompt"]
+    # The describer still ran on it: the field the user left alone, the score and name are its.
+    assert kept["visual_description"].endswith("[run 2]")
+    assert kept["described_by"] == "local-describer-1" and kept["quality_score"] is not None
+    crops = [a for a in assets.values() if a["source_asset_id"] == player["id"]]
+    assert crops
+    assert all(a["reverse_prompt"].endswith("[run 2]") and not a["user_edited"] for a in crops)
+
+    job = api.ok("POST", f"{path}/reprocess", 202, json={"overwrite_edited_text": True})
+    assert job["overwrite_edited_text"] is True
+    assert make_engine(offline_models).run(job["id"]) is RunOutcome.DONE
+
+    replaced = api.ok("GET", path)
+    assert replaced["reverse_prompt"] and replaced["reverse_prompt"] != mine
+    assert not replaced["visual_description"].endswith("[run 2]")
+    assert replaced["user_edited"] == []
