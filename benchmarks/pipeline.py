@@ -1,6 +1,6 @@
 """Wall time and Firestore reads and writes per pipeline stage, against the same media work done
 without the pipeline, for projects of 3, 10 and 30 scenes with the local provider; and what a
-continue costs after one scene is edited, against the full run.
+fork with one scene edited and a continue after one scene edit cost, against the full run.
 
     .venv/bin/python benchmarks/pipeline.py            # full run: 2 to 4 minutes (8 at most)
     .venv/bin/python benchmarks/pipeline.py --quick    # smoke run: 3 scenes once, under a minute
@@ -32,6 +32,12 @@ auto_continue, its stage tasks delivered the same way. Model calls are counted b
 wrapping the providers), with wall time, Firestore reads and writes and the plan's reuse and
 make totals, beside the full run that made the project. The expected calls are 2 image, 1 video,
 1 stitch, 0 text; anything else is listed as a problem (exit status 1).
+
+The fork scenario, on the same finished project just before the continue (a fork only reads
+its source): the project forked with the same scene's two keyframe prompts edited in other
+words (`services.forks.preview`, then `services.forks.fork`, what POST …/forks/preview and
+POST …/forks call), the fork's stage tasks delivered the same way. Measured as the continue
+is, against the preview's reuse and make totals; the fork call alone is reported apart.
 
 Prints a table and writes benchmarks/reports/pipeline.md and pipeline.json (`--out DIR`
 elsewhere).
@@ -92,6 +98,12 @@ EDITED_PROMPTS = {
     "end_keyframe_prompt": "the keeper folds the message into his coat and reaches for a pen",
 }
 """The scene edit of the continue scenario: one scene rewritten, its first and last frames."""
+FORK_PROMPTS = {
+    "keyframe_prompt": "the keeper reads the message aloud on the gallery, gulls wheeling overhead",
+    "end_keyframe_prompt": "the keeper rows out at dawn, the reply sealed in a bottle of his own",
+}
+"""The fork's scene edit: the same scene as the continue's, other words, so that neither finds
+the other's media in the owner's artifact index."""
 FULL_BUDGET_S = 420.0
 """Measurements stop being started past this (the stack and the warm-up come on top): the whole
 run stays under 8 minutes even when neighbours slow the machine down."""
@@ -643,6 +655,56 @@ EXPECTED_CALLS = {"image": 2, "video": 1, "stitch": 1, "text": 0}
 keyframes, its clip and the stitch are made; everything else is reused from the artifact index."""
 KINDS = ("text", "image", "video", "video_poll", "stitch")
 MEDIA = ("start_frame_object", "end_frame_object", "clip_object")
+FORKED = ("fork", "keyframes", "clips", "stitch")
+"""The fork as a user waits for it: the fork request and the stages it sets off (the preview
+before it is measured apart)."""
+BY_KIND = {"keyframes": "image", "clips": "video", "stitch": "stitch"}
+
+
+def _seen_calls(phases: list[Phase]) -> tuple[Counter[str], dict[str, int]]:
+    """Model calls of these phases, and as compared: the expected kinds first, then any other."""
+    calls: Counter[str] = Counter()
+    for phase in phases:
+        calls.update(phase.tally.calls)
+    kinds = (*EXPECTED_CALLS, *sorted(calls.keys() - EXPECTED_CALLS.keys()))
+    return calls, {k: calls.get(k, 0) for k in kinds}
+
+
+def _changed(before: list[Any], after: list[Any], final_before: Any, final_after: Any) -> list[str]:
+    changed = [
+        f"scene {b.index} {field.removesuffix('_object')}"
+        for b, a in zip(before, after, strict=False)
+        for field in MEDIA
+        if getattr(b, field) != getattr(a, field)
+    ]
+    return changed + (["final video"] if final_before != final_after else [])
+
+
+def _call_problems(what: str, seen: dict[str, int], plan: Any, calls: Counter[str]) -> list[str]:
+    problems = []
+    if seen != EXPECTED_CALLS:
+        problems.append(
+            f"{what} made "
+            + ", ".join(f"{v} {k}" for k, v in seen.items())
+            + " calls; expected "
+            + ", ".join(f"{v} {k}" for k, v in EXPECTED_CALLS.items())
+        )
+    made = {p.stage.value: p.make for p in plan.stages}
+    if any(made.get(stage, 0) != calls.get(kind, 0) for stage, kind in BY_KIND.items()):
+        problems.append(f"the plan makes {made}; the {what} called {dict(calls)}")
+    return problems
+
+
+def _plan_row(plan: Any) -> dict[str, Any]:
+    return {
+        "reuse": plan.reuse,
+        "make": plan.make,
+        "cost_usd": plan.cost_usd,
+        "stages": [
+            {"stage": p.stage.value, "reuse": p.reuse, "make": p.make, "cost_usd": p.cost_usd}
+            for p in plan.stages
+        ],
+    }
 
 
 def run_continue(services: Any, clock: Clock, full: dict[str, Any]) -> dict[str, Any]:
@@ -675,28 +737,11 @@ def run_continue(services: Any, clock: Clock, full: dict[str, Any]) -> dict[str,
     with METER.phase():  # reading back, for the checks
         stored = repo.get(project_id)
         after = repo.scenes(project_id)
-    calls: Counter[str] = Counter()
-    for phase in phases:
-        calls.update(phase.tally.calls)
-    seen = {
-        k: calls.get(k, 0) for k in (*EXPECTED_CALLS, *sorted(calls.keys() - EXPECTED_CALLS.keys()))
-    }
-    changed = [
-        f"scene {b.index} {field.removesuffix('_object')}"
-        for b, a in zip(full["scenes"], after, strict=False)
-        for field in MEDIA
-        if getattr(b, field) != getattr(a, field)
-    ]
-    if stored and stored.final_video_object != full["final_video"]:
-        changed.append("final video")
-    problems = []
-    if seen != EXPECTED_CALLS:
-        problems.append(
-            "continue made "
-            + ", ".join(f"{v} {k}" for k, v in seen.items())
-            + " calls; expected "
-            + ", ".join(f"{v} {k}" for k, v in EXPECTED_CALLS.items())
-        )
+    calls, seen = _seen_calls(phases)
+    changed = _changed(
+        full["scenes"], after, full["final_video"], stored.final_video_object if stored else None
+    )
+    problems = _call_problems("continue", seen, planned, calls)
     if [p.name for p in phases[3:]] != ["keyframes", "clips", "stitch"] or outcomes != [
         StageOutcome.DONE
     ] * 3:
@@ -710,10 +755,6 @@ def run_continue(services: Any, clock: Clock, full: dict[str, Any]) -> dict[str,
         )
     if planned.model_dump() != answered.model_dump():
         problems.append("the plan read before the continue differs from the continue's answer")
-    made = {p.stage.value: p.make for p in planned.stages}
-    by_kind = {"keyframes": "image", "clips": "video", "stitch": "stitch"}
-    if any(made.get(stage, 0) != calls.get(kind, 0) for stage, kind in by_kind.items()):
-        problems.append(f"the plan makes {made}; the continue called {dict(calls)}")
     if len(after) != len(full["scenes"]) or any(
         not c.startswith(f"scene {edited} ") and c != "final video" for c in changed
     ):
@@ -724,15 +765,73 @@ def run_continue(services: Any, clock: Clock, full: dict[str, Any]) -> dict[str,
         "edited_scene": edited,
         "calls": seen,
         "changed": changed,
-        "plan": {
-            "reuse": planned.reuse,
-            "make": planned.make,
-            "cost_usd": planned.cost_usd,
-            "stages": [
-                {"stage": p.stage.value, "reuse": p.reuse, "make": p.make, "cost_usd": p.cost_usd}
-                for p in planned.stages
-            ],
-        },
+        "plan": _plan_row(planned),
+    }
+
+
+def run_fork(services: Any, clock: Clock, full: dict[str, Any]) -> dict[str, Any]:
+    """The finished project of `full`, forked with one scene's two keyframe prompts edited:
+    the preview, then the fork, as the routes do (POST …/forks/preview and POST …/forks call
+    these service methods); the fork's stage tasks delivered here. The source is only read."""
+    from shared.auth import Identity
+    from shared.models.checkpoints import SceneEdit
+    from shared.models.forks import ForkRequest
+    from shared.models.projects import ProjectStatus
+    from shared.pipeline.runner import StageOutcome
+
+    identity, source_id, repo = Identity(OWNER), full["project_id"], services.projects_repo
+    tasks = Tasks()
+    services.pipeline._dispatcher = lambda: tasks
+    edited = len(full["scenes"]) // 2
+    request = ForkRequest(scene_edits={edited: SceneEdit(**FORK_PROMPTS)})
+    phases: list[Phase] = []
+    with measured(clock, "preview", phases):
+        previewed = services.forks.preview(identity, source_id, request)
+    with measured(clock, "fork", phases):
+        # (project, preview), and with uploads in the work tree (project, preview, slots).
+        project, answered, *_ = services.forks.fork(identity, source_id, request)
+    outcomes = deliver(services, tasks, clock, phases)
+    with METER.phase():  # reading back, for the checks
+        stored = repo.get(project.id)
+        after = repo.scenes(project.id)
+        source = repo.get(source_id)
+        source_scenes = repo.scenes(source_id)
+    calls, seen = _seen_calls(phases)
+    changed = _changed(
+        full["scenes"], after, full["final_video"], stored.final_video_object if stored else None
+    )
+    problems = _call_problems("fork", seen, previewed.plan, calls)
+    if [p.name for p in phases[2:]] != ["keyframes", "clips", "stitch"] or outcomes != [
+        StageOutcome.DONE
+    ] * 3:
+        problems.append(f"fork ran {[p.name for p in phases[2:]]}: {[o.value for o in outcomes]}")
+    if (
+        stored is None
+        or stored.status is not ProjectStatus.COMPLETE
+        or len(after) != len(full["scenes"])
+    ):
+        problems.append(
+            f"the fork: {stored.status.value if stored else 'missing'}, {len(after)} scenes"
+        )
+    if previewed.model_dump() != answered.model_dump():
+        problems.append("the fork's preview differs from the fork's answer")
+    if any(not c.startswith(f"scene {edited} ") and c != "final video" for c in changed):
+        problems.append(f"fork media changed beyond scene {edited}: {', '.join(changed)}")
+    if (
+        source is None
+        or source.status is not ProjectStatus.COMPLETE
+        or _changed(full["scenes"], source_scenes, full["final_video"], source.final_video_object)
+    ):
+        problems.append("the fork changed its source")
+    return {
+        "phases": phases,
+        "problems": problems,
+        "edited_scene": edited,
+        "calls": seen,
+        "changed": changed,
+        "plan": _plan_row(previewed.plan),
+        "storyboard": previewed.storyboard,
+        "assets": previewed.assets.model_dump() if previewed.assets else None,
     }
 
 
@@ -884,9 +983,13 @@ def one_size(
         else:
             results["baseline"] = run_baseline(clock, scenes, manifest)
     pipeline, baseline = results["pipeline"], results["baseline"]
-    # Last: the project the pipeline finished, one scene edited and continued.
+    # Last: the project the pipeline finished, forked with one scene edited (which only reads
+    # it), then that scene edited in the project itself and continued.
+    forked = run_fork(services, clock, pipeline) if edit else None
     continued = run_continue(services, clock, pipeline) if edit else None
-    problems = list(pipeline["problems"]) + (continued["problems"] if continued else [])
+    problems = list(pipeline["problems"])
+    for scenario in (forked, continued):
+        problems += scenario["problems"] if scenario else []
     for kind in ("keyframes", "clips", "stitch"):
         if pipeline["media"][kind] != baseline["media"][kind]:
             problems.append(f"{kind}: baseline output differs from the pipeline's")
@@ -897,9 +1000,9 @@ def one_size(
     for phase in baseline["phases"]:
         if phase.tally.firestore_calls or phase.tally.rpcs:
             problems.append(f"baseline {phase.name} touched Firestore")
-    labelled = [("", p) for p in pipeline["phases"]] + [
-        ("continue: ", p) for p in (continued["phases"] if continued else [])
-    ]
+    labelled = [("", p) for p in pipeline["phases"]]
+    for label, scenario in (("fork: ", forked), ("continue: ", continued)):
+        labelled += [(label, p) for p in (scenario["phases"] if scenario else [])]
     for label, phase in labelled:
         t = phase.tally
         rpc = t.rpcs
@@ -920,11 +1023,14 @@ def one_size(
         "baseline": [p.row() for p in baseline["phases"]],
         "checkpoint_json_bytes": pipeline["checkpoint_bytes"],
         "frame_size": baseline["frame_size"],
-        "continue": None
-        if continued is None
-        else {
-            **{k: v for k, v in continued.items() if k not in ("phases", "problems")},
-            "phases": [p.row() for p in continued["phases"]],
+        **{
+            key: None
+            if scenario is None
+            else {
+                **{k: v for k, v in scenario.items() if k not in ("phases", "problems")},
+                "phases": [p.row() for p in scenario["phases"]],
+            }
+            for key, scenario in (("fork", forked), ("continue", continued))
         },
         "problems": problems,
     }
@@ -1038,18 +1144,21 @@ def _phase(
 CONTINUE_MEASURES = ("wall_s", "reads", "writes", "firestore_calls", "storage_gets", "storage_puts")
 
 
-def aggregate_continue(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The continue scenario: medians across repeats per phase, the continue's total against
-    the full run that made the project (same repeat), as the median of per-repeat ratios."""
-    mine = [r for r in runs if r.get("continue")]
+def aggregate_scenario(
+    runs: list[dict[str, Any]], key: str, before: tuple[str, ...], within: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """The continue or the fork scenario (`key`): medians across repeats per phase (`before`
+    the request, then `within` its run), its total and its request alone against the full run
+    that made the project (same repeat), as the median of per-repeat ratios."""
+    mine = [r for r in runs if r.get(key)]
     if not mine:
         return None
     rows: dict[str, Any] = {}
-    for name in ("edit", "plan", *CONTINUED, "total", "full"):
+    for name in (*before, *within, "total", "full"):
         picked = [
             _phase(r["pipeline"], "total")
             if name == "full"
-            else _phase(r["continue"]["phases"], name, CONTINUED)
+            else _phase(r[key]["phases"], name, within)
             for r in mine
         ]
         row: dict[str, Any] = {
@@ -1060,43 +1169,50 @@ def aggregate_continue(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
         if name == "full":
             phases = [p for r in mine for p in r["pipeline"]]
         elif name == "total":
-            phases = [p for r in mine for p in r["continue"]["phases"] if p["name"] in CONTINUED]
+            phases = [p for r in mine for p in r[key]["phases"] if p["name"] in within]
         else:
-            phases = [p for r in mine for p in r["continue"]["phases"] if p["name"] == name]
+            phases = [p for r in mine for p in r[key]["phases"] if p["name"] == name]
         calls: Counter[str] = Counter()
         for phase in phases:
             calls.update(phase["calls"])
         row["calls"] = {k: calls[k] / len(mine) for k in KINDS if k in calls}  # per repeat
         rows[name] = row
-    ratios: dict[str, Any] = {}
-    for measure in CONTINUE_MEASURES:
-        values = [
-            _phase(r["continue"]["phases"], "total", CONTINUED)[measure]
-            / _phase(r["pipeline"], "total")[measure]
-            for r in mine
-            if _phase(r["pipeline"], "total")[measure]
-        ]
-        if values:
-            ratios[measure] = {"median": statistics.median(values), "min": min(values),
-                               "max": max(values)}  # fmt: skip
-    last = mine[-1]["continue"]
+
+    def ratios(name: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for measure in CONTINUE_MEASURES:
+            values = [
+                _phase(r[key]["phases"], name, within)[measure]
+                / _phase(r["pipeline"], "total")[measure]
+                for r in mine
+                if _phase(r["pipeline"], "total")[measure]
+            ]
+            if values:
+                found[measure] = {"median": statistics.median(values), "min": min(values),
+                                  "max": max(values)}  # fmt: skip
+        return found
+
+    last = mine[-1][key]
     spent: dict[str, Counter[str]] = {"read": Counter(), "write": Counter()}
     for phase in last["phases"]:
-        if phase["name"] in CONTINUED:
-            for key, count in phase["paths"].items():
-                verb, where = key.split(" ", 1)
+        if phase["name"] in within:
+            for path, count in phase["paths"].items():
+                verb, where = path.split(" ", 1)
                 spent[verb][where] += count
     return {
+        "scenario": key,
         "scenes": mine[0]["scenes"],
         "repeats": len(mine),
         "edited_scene": last["edited_scene"],
         "rows": rows,
-        "ratios": ratios,
-        "calls": [r["continue"]["calls"] for r in mine],
-        "plans": [r["continue"]["plan"] for r in mine],
+        "ratios": ratios("total"),
+        "request_ratios": ratios(within[0]),
+        "calls": [r[key]["calls"] for r in mine],
+        "plans": [r[key]["plan"] for r in mine],
         "changed": last["changed"],
         "expected_calls": EXPECTED_CALLS,
         "where": {verb: dict(c.most_common()) for verb, c in spent.items()},
+        **{k: last[k] for k in ("storyboard", "assets") if k in last},
     }
 
 
@@ -1234,33 +1350,38 @@ def _calls(calls: dict[str, float]) -> str:
 
 
 def continue_lines(cont: dict[str, Any]) -> list[str]:
+    """The continue's or the fork's table: its phases, its total, the full run, the ratios."""
+    what = cont["scenario"]
     head = (
         "| phase | wall s (min–max) | reads | writes | Firestore calls | Storage gets / puts | "
         "model calls |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    labels = {"total": "**continue total**", "full": "**full run** (generate + 4 stages)"}
+    labels = {"total": f"**{what} total**", "full": "**full run** (generate + 4 stages)"}
     for name, r in cont["rows"].items():
         lines.append(
             f"| {labels.get(name, name)} | {_range(r)} | {r['reads']:.0f} | {r['writes']:.0f} | "
             f"{r['firestore_calls']:.0f} | {r['storage_gets']:.0f} / {r['storage_puts']:.0f} | "
             f"{_calls(r['calls'])} |"
         )
-    q = cont["ratios"]
+    for label, q in ((f"{what} total", cont["ratios"]), (f"{what} request",
+                                                         cont["request_ratios"])):  # fmt: skip
 
-    def ratio(m: str) -> str:
-        if m not in q:
-            return "–"
-        return f"{q[m]['median']:.3f} ({q[m]['min']:.3f}–{q[m]['max']:.3f})"
+        def ratio(m: str, q: dict[str, Any] = q) -> str:
+            if m not in q:
+                return "–"
+            return f"{q[m]['median']:.3f} ({q[m]['min']:.3f}–{q[m]['max']:.3f})"
 
-    lines.append(
-        f"| **continue ÷ full run** | {ratio('wall_s')} | {ratio('reads')} | {ratio('writes')} | "
-        f"{ratio('firestore_calls')} | {ratio('storage_gets')} / {ratio('storage_puts')} | – |"
-    )
+        lines.append(
+            f"| **{label} ÷ full run** | {ratio('wall_s')} | {ratio('reads')} | "
+            f"{ratio('writes')} | {ratio('firestore_calls')} | {ratio('storage_gets')} / "
+            f"{ratio('storage_puts')} | – |"
+        )
     return lines
 
 
 def continue_summary(cont: dict[str, Any]) -> list[str]:
+    what = cont["scenario"]
     plan = cont["plans"][-1]
     seen = cont["calls"]
     wanted = cont["expected_calls"]
@@ -1268,13 +1389,31 @@ def continue_summary(cont: dict[str, Any]) -> list[str]:
     stages = ", ".join(
         f"{s['stage']} reuse {s['reuse']} / make {s['make']}" for s in plan["stages"]
     )
+    source = (
+        "Preview (POST …/forks/preview, and the fork's answer)"
+        if what == "fork"
+        else "Plan (GET …/plan before the continue, and the continue's answer)"
+    )
+    assets = cont.get("assets")
+    extra = (
+        f"; storyboard {cont['storyboard']}"
+        + (
+            ""
+            if assets is None
+            else "; the fork's manifest: "
+            + ", ".join(f"{v} {k}" for k, v in assets.items())
+            + " assets"
+        )
+        if what == "fork"
+        else ""
+    )
     return [
-        "Model calls of the continue, per repeat: "
+        f"Model calls of the {what}, per repeat: "
         + "; ".join(", ".join(f"{v} {k}" for k, v in c.items()) for c in seen)
         + f". Expected {', '.join(f'{v} {k}' for k, v in wanted.items())}: "
         + ("**as expected**." if same else "**not as expected** (listed under Checks)."),
-        f"Plan (GET …/plan before the continue, and the continue's answer): reuse {plan['reuse']}, "
-        f"make {plan['make']} ({stages}), ${plan['cost_usd']:.4f} at list prices"
+        f"{source}: reuse {plan['reuse']}, "
+        f"make {plan['make']} ({stages}), ${plan['cost_usd']:.4f} at list prices{extra}"
         + (
             ""
             if len({json.dumps(p, sort_keys=True) for p in cont["plans"]}) == 1
@@ -1282,7 +1421,7 @@ def continue_summary(cont: dict[str, Any]) -> list[str]:
         )
         + ".",
         f"Media that changed against the full run: {', '.join(cont['changed']) or 'none'}.",
-        "Where the continue total's reads and writes go (one repeat): reads "
+        f"Where the {what} total's reads and writes go (one repeat): reads "
         + ", ".join(f"{k} {v}" for k, v in cont["where"]["read"].items())
         + "; writes "
         + ", ".join(f"{k} {v}" for k, v in cont["where"]["write"].items())
@@ -1458,11 +1597,38 @@ def continue_section(cont: dict[str, Any] | None) -> list[str]:
         "queues are delivered in this process. **continue total** is the request and those "
         "stages, against the **full run** that made the project, in the same repeat: "
         f"medians of {cont['repeats']} repeat(s), and the median (min–max) of the per-repeat "
-        "ratios. Model calls are counted by wrapping the providers (per repeat).",
+        "ratios. Model calls are counted by wrapping the providers (per repeat). The fork "
+        "above ran first, on the same project; it only reads its source.",
         "",
         *continue_lines(cont),
         "",
         *[f"- {line}" for line in continue_summary(cont)],
+        "",
+    ]
+
+
+def fork_section(fork: dict[str, Any] | None) -> list[str]:
+    if fork is None:
+        return []
+    n = fork["scenes"]
+    return [
+        f"## Fork with one scene edit (N = {n})",
+        "",
+        f"Each repeat's {n}-scene project, once finished (before the continue below), is forked "
+        f"with scene {fork['edited_scene']}'s `keyframe_prompt` and `end_keyframe_prompt` "
+        "edited (`ForkRequest(scene_edits=…)`, other words than the continue's): the preview "
+        "(`ForkService.preview`, what `POST …/forks/preview` calls), then the fork "
+        "(`ForkService.fork`, what `POST …/forks` calls: the fork's manifest, its snapshot, "
+        "its storyboard checkpoint and scenes, its project document, its first task); the "
+        "stage tasks it queues are delivered in this process. **fork** is that call alone; "
+        "**fork total** is the fork call and its stages, against the **full run** that made "
+        f"the source, in the same repeat: medians of {fork['repeats']} repeat(s), and the "
+        "median (min–max) of the per-repeat ratios. Model calls are counted against the "
+        "preview's plan.",
+        "",
+        *continue_lines(fork),
+        "",
+        *[f"- {line}" for line in continue_summary(fork)],
         "",
     ]
 
@@ -1527,6 +1693,7 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
         "processes meanwhile.",
         "",
         *growth_section(report, sizes),
+        *fork_section(report.get("fork")),
         *continue_section(report.get("continue")),
         f"## Where the reads and writes go (N = {largest}, one repeat)",
         "",
@@ -1550,6 +1717,13 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
             "Every project completed with 4 checkpoints and N scenes; the baseline's media were "
             "byte-identical to the pipeline's, from as many model calls; the baseline touched no "
             "Firestore; the client's RPCs matched the counted calls in every phase."
+            + (
+                " Every fork made exactly the expected model calls, as its preview said (the "
+                "fork answered the same preview), changed only the edited scene's media and the "
+                "final video against its source, completed, and left its source as it was."
+                if report.get("fork")
+                else ""
+            )
             + (
                 " Every continue made exactly the expected model calls, as its plan said, "
                 "changed only the edited scene's media and the final video, and completed on "
@@ -1628,6 +1802,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{total['writes']}{'; PROBLEMS: ' + '; '.join(run['problems']) if run['problems'] else ''}",
                     flush=True,
                 )
+                if run["fork"]:
+                    fork = _phase(run["fork"]["phases"], "total", FORKED)
+                    print(
+                        f"      fork editing scene {run['fork']['edited_scene']}: preview "
+                        f"{_phase(run['fork']['phases'], 'preview')['wall_s']:.2f} s, fork and "
+                        f"its stages {fork['wall_s']:.2f} s, reads {fork['reads']}, writes "
+                        f"{fork['writes']}, calls {_calls(run['fork']['calls'])}",
+                        flush=True,
+                    )
                 if run["continue"]:
                     cont = _phase(run["continue"]["phases"], "total", CONTINUED)
                     print(
@@ -1654,7 +1837,8 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_end": os.getloadavg(),
         "table": table,
         "growth": growth(table),
-        "continue": aggregate_continue(runs),
+        "fork": aggregate_scenario(runs, "fork", ("preview",), FORKED),
+        "continue": aggregate_scenario(runs, "continue", ("edit", "plan"), CONTINUED),
         "runs": runs,
     }
     print()
@@ -1662,10 +1846,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(table) > 1:
         print()
         print("\n".join(growth_lines(report["growth"])))
-    if report["continue"]:
-        print(f"\ncontinue after one scene edit, {report['continue']['scenes']} scenes:")
-        print("\n".join(continue_lines(report["continue"])))
-        print("\n".join(continue_summary(report["continue"])))
+    for key, title in (
+        ("fork", "fork with one scene edit"),
+        ("continue", "continue after one scene edit"),
+    ):
+        if report[key]:
+            print(f"\n{title}, {report[key]['scenes']} scenes:")
+            print("\n".join(continue_lines(report[key])))
+            print("\n".join(continue_summary(report[key])))
     write_reports(report, args.out)
     print(
         f"\nwhole run {report['run_s']:.0f} s; reports in {args.out}/pipeline.md and pipeline.json"

@@ -64,19 +64,23 @@ def services() -> Services:
     checkpoint_service = CheckpointService(
         project_service, projects_repo, pipeline, blobs, usage.read_snapshot, settings
     )
+    uploads = UploadIngest(repository, registry, blobs, settings.storage)
+    jobs = JobRepository(db)
+    manifesting = ManifestingJobs(registry, repository, jobs, default_dispatcher, settings.tasks)
+    forks = ForkService(project_service, projects_repo, pipeline, repository, usage, uploads,
+                        manifesting, jobs, settings.tasks)  # fmt: skip
+    pipeline.awaiting = forks.advance
     return Services(
         settings=settings,
         registry=registry,
-        uploads=UploadIngest(repository, registry, blobs, settings.storage),
+        uploads=uploads,
         blobs=blobs,
         verifier=verifier_for(settings.auth, settings.project_id),
         usage=usage,
-        manifesting=ManifestingJobs(
-            registry, repository, JobRepository(db), default_dispatcher, settings.tasks
-        ),
+        manifesting=manifesting,
         projects=project_service,
         projects_repo=projects_repo,
         pipeline=pipeline,
         checkpoints=checkpoint_service,
-        forks=ForkService(project_service, projects_repo, pipeline, repository, usage),
+        forks=forks,
     )

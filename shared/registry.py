@@ -239,6 +239,11 @@ class Registry:
             for name in sent:
                 setattr(after, name, getattr(body, name))
             mark_user_text(before, after)
+            changed = [n for n in sent if getattr(before, n) != getattr(after, n)]
+            if before.is_inherited and changed:
+                # A fork's inherited asset, changed here: no longer what it inherited.
+                after.is_inherited = False
+                after.modified_fields = sorted({*before.modified_fields, *changed})
             if after.asset_type != before.asset_type:
                 after.manifest_tag = issue_tag(manifest, after.asset_type)
                 count_asset(manifest, before.asset_type, -1)

@@ -55,6 +55,10 @@ class TasksSettings(BaseModel):
     """Where pipeline stage tasks are delivered: the run_stage function."""
     invoker_service_account: str | None = None
     """Tasks carry an OIDC token of this account in Google Cloud; unset locally."""
+    fork_upload_deadline_s: int = Field(default=3600, ge=10)
+    """How long a fork waits for its new images before it fails naming the missing ones."""
+    fork_poll_s: float = Field(default=5.0, ge=0)
+    """How often a waiting fork looks at its uploads and its manifesting job."""
     stage_lease_s: int = Field(default=900, ge=10)
     """How long one delivery of a stage task holds the stage before another may take it
     (a worker that died mid-stage); Cloud Tasks' dispatch deadline is at most 30 minutes."""

@@ -8,12 +8,14 @@ from functions.api.projects import ProjectView
 from functions.http import Call, Route
 from functions.services import services
 from shared.models.forks import ForkRequest
-from shared.pipeline.forks import ForkPreview
+from shared.pipeline.forks import ForkPreview, UploadSlot
 
 
 class ForkView(ProjectView):
     preview: ForkPreview
     """What the fork reuses and makes, as its preview said; the ledger agrees afterwards."""
+    uploads: list[UploadSlot]
+    """Where each new upload and replaced image goes; the fork waits for them."""
 
 
 class ForkList(BaseModel):
@@ -25,8 +27,12 @@ def preview(call: Call) -> ForkPreview:
 
 
 def fork(call: Call) -> ForkView:
-    project, previewed = services().forks.fork(call.identity, call.path["project_id"], call.body)
-    return ForkView.model_validate({**ProjectView.of(project).model_dump(), "preview": previewed})
+    project, previewed, slots = services().forks.fork(
+        call.identity, call.path["project_id"], call.body
+    )
+    return ForkView.model_validate(
+        {**ProjectView.of(project).model_dump(), "preview": previewed, "uploads": slots}
+    )
 
 
 def list_(call: Call) -> ForkList:

@@ -47,6 +47,11 @@ class ProjectView(BaseModel):
     manifest_version: int | None
     forked_from: str | None
     forked_from_checkpoint: str | None
+    awaiting: list[str]
+    """A fork's assets whose images it still waits for, until awaiting_until."""
+    awaiting_until: datetime | None
+    fork_job_id: str | None
+    """The manifesting job of a fork's new images."""
     branch: str
     current_checkpoint_id: str | None
     cost: dict[str, Any]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool
 
-from shared.models.assets import AssetType
+from shared.models.assets import AcceptedContentType, AssetType
 from shared.models.checkpoints import Prompt, SceneEdit, Text
 from shared.models.common import Description, DocumentId, Name, RequestBody, TagList
 from shared.models.projects import RunThrough
@@ -26,7 +26,14 @@ class ForkOverrides(RequestBody):
     audio: StrictBool | None = None
 
 
-class AssetModification(RequestBody):
+class UploadAnnouncement(RequestBody):
+    """The image a fork waits for: with its type and size, the fork answers a signed URL."""
+
+    content_type: AcceptedContentType | None = None
+    size_bytes: int | None = Field(default=None, gt=0)
+
+
+class AssetModification(UploadAnnouncement):
     name: Name | None = None
     reverse_prompt: Text | None = None
     visual_description: Text | None = None
@@ -34,7 +41,7 @@ class AssetModification(RequestBody):
     """A new image is uploaded for the asset (the fork waits for it)."""
 
 
-class NewUpload(RequestBody):
+class NewUpload(UploadAnnouncement):
     asset_type: AssetType
     name: Name
     description: Description = ""

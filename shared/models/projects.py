@@ -32,6 +32,8 @@ class ProjectStatus(StrEnum):
     STOPPED = "stopped"
     STAGED = "staged"
     """Paused after the stage named by run_through, waiting for the user to continue."""
+    AWAITING_UPLOADS = "awaiting_uploads"
+    """A fork waiting for its new images, then for their manifesting job."""
 
     @property
     def is_terminal(self) -> bool:
@@ -193,6 +195,11 @@ class Project(Document):
     forked_from: str | None = None
     """The project this one was forked from (F1), and its checkpoint."""
     forked_from_checkpoint: str | None = None
+    awaiting: list[str] = Field(default_factory=list)
+    """A fork's assets whose images it waits for, until awaiting_until."""
+    awaiting_until: datetime | None = None
+    fork_job_id: str | None = None
+    """The manifesting job that processes a fork's new images."""
     branch: str = "main"
     branches: dict[str, Branch] = Field(default_factory=lambda: {"main": Branch()})
     """Every branch of the project: an edited checkpoint continues on a new one (C3)."""

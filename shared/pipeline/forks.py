@@ -14,26 +14,32 @@ snapshot are only read.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared.auth import Identity
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models.assets import Asset
+from shared.manifesting.jobs import MARKERS, ManifestingJobs
+from shared.models.assets import Asset, AssetSource, UploadUrlRequest
 from shared.models.checkpoints import Checkpoint
 from shared.models.common import new_id, utcnow
-from shared.models.forks import ForkRequest
+from shared.models.forks import ForkRequest, UploadAnnouncement
+from shared.models.jobs import JobStatus
 from shared.models.manifests import Manifest, ManifestStatus
-from shared.models.projects import MediaState, Project, ProjectStatus, Scene, Stage
+from shared.models.projects import MediaState, Project, ProjectStatus, Scene, Stage, StageError
 from shared.pipeline.plans import Plan, PlanStep, plan_stages
 from shared.pipeline.projects import ProjectService, check_settings
-from shared.pipeline.runner import PipelineRunner, checkpoint_id
+from shared.pipeline.runner import PipelineRunner, StageOutcome, StageTask, checkpoint_id
 from shared.pipeline.storyboard import choose_references
-from shared.registry import count_asset
+from shared.registry import count_asset, issue_tag
+from shared.repositories.jobs import JobRepository
 from shared.repositories.manifests import ManifestRepository
-from shared.repositories.projects import ProjectRepository
+from shared.repositories.projects import ProjectChange, ProjectRepository, unchanged
+from shared.settings import TasksSettings
+from shared.uploads import UploadIngest
 from shared.usage import ManifestUsage
 
 STORYBOARD_INPUTS = ("prompt", "style", "text_model")
@@ -52,8 +58,33 @@ class ForkPreview(BaseModel):
     storyboard: str
     """reuse: the fork keeps the source's scenes (edited); make: a new storyboard is written."""
     plan: Plan
+    """Scenes that show an image still to be uploaded are planned as made."""
     assets: AssetCounts | None
     """For a project made with a manifest: what the fork's manifest inherits and changes."""
+    awaiting_uploads: int = 0
+    """Images the fork waits for (new uploads, replaced images) before its pipeline starts."""
+
+
+class UploadSlot(BaseModel):
+    """Where one awaited image goes: the signed URL when its type and size were announced,
+    else the endpoint that issues one."""
+
+    asset_id: str
+    manifest_tag: str
+    name: str
+    upload_url_endpoint: str
+    url: str | None = None
+    method: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass
+class ForkManifest:
+    manifest: Manifest
+    assets: list[Asset]
+    counts: AssetCounts
+    awaited: dict[str, UploadAnnouncement] = field(default_factory=dict)
+    """Asset id → what the client said of the image it will upload."""
 
 
 @dataclass
@@ -64,8 +95,7 @@ class ForkDraft:
     checkpoint: Checkpoint
     project: Project
     scenes: list[Scene]
-    manifest: Manifest | None
-    assets: list[Asset]
+    manifest: ForkManifest | None
     preview: ForkPreview
 
 
@@ -83,12 +113,20 @@ class ForkService:
         runner: PipelineRunner,
         manifests: ManifestRepository,
         usage: ManifestUsage,
+        uploads: UploadIngest,
+        manifesting: ManifestingJobs,
+        jobs: JobRepository,
+        settings: TasksSettings,
     ) -> None:
         self._projects = projects
         self._repo = repo
         self._runner = runner
         self._manifests = manifests
         self._usage = usage
+        self._uploads = uploads
+        self._manifesting = manifesting
+        self._jobs = jobs
+        self._settings = settings
 
     def preview(self, identity: Identity, source_id: str, body: ForkRequest) -> ForkPreview:
         return self._draft(identity, source_id, body).preview
@@ -99,25 +137,134 @@ class ForkService:
 
     def fork(
         self, identity: Identity, source_id: str, body: ForkRequest
-    ) -> tuple[Project, ForkPreview]:
+    ) -> tuple[Project, ForkPreview, list[UploadSlot]]:
         draft = self._draft(identity, source_id, body)
-        project = draft.project
-        if draft.manifest is not None:
-            # The fork's manifest, then its snapshot: what the fork's stages read.
-            self._manifests.create(draft.manifest, draft.assets)
-            self._usage.snapshot_for_generation(identity, draft.manifest.id, project.id)
-        if project.current_checkpoint_id is not None:
-            storyboard = Checkpoint(
-                id=project.current_checkpoint_id, stage=Stage.STORYBOARD, branch="main",
-                stages_done=[Stage.STORYBOARD], scenes=draft.scenes,
-            )  # fmt: skip
+        project, forked = draft.project, draft.manifest
+        slots: list[UploadSlot] = []
+        if forked is not None:
+            self._manifests.create(forked.manifest, forked.assets)
+            slots = self._slots(identity, forked)
+        if forked is not None and forked.awaited:
+            # It waits for its images, then their manifesting job, before its snapshot.
+            deadline = timedelta(seconds=self._settings.fork_upload_deadline_s)
+            project.status = ProjectStatus.AWAITING_UPLOADS
+            project.awaiting, project.awaiting_until = list(forked.awaited), utcnow() + deadline
             self._repo.put_scenes(project.id, draft.scenes)
-            self._repo.put_checkpoint(project.id, storyboard)
+            self._repo.create(project)
+            self._runner.enqueue_uploads(project, delay_s=self._settings.fork_poll_s)
+            return project, draft.preview, slots
+        if forked is not None:
+            self._usage.snapshot_for_generation(identity, forked.manifest.id, project.id)
+        if project.current_checkpoint_id is not None:
+            self._repo.put_scenes(project.id, draft.scenes)
+            self._repo.put_checkpoint(project.id, storyboard_checkpoint(project, draft.scenes))
         # The project document last: until it exists nothing lists or reads the rest.
         self._repo.create(project)
         if project.stage is not None and project.status is project.stage.status:
             self._runner.enqueue(project, project.stage)
-        return project, draft.preview
+        return project, draft.preview, slots
+
+    def advance(self, task: StageTask) -> StageOutcome:
+        """The task of a fork that waits: for its images, then their manifesting job (only the
+        new images: detection, faces matched against the inherited ones, reverse prompts);
+        then its snapshot is taken and its pipeline starts."""
+        project = self._repo.get(task.project_id)
+        if project is None or project.is_deleted or project.run != task.run:
+            return StageOutcome.DONE
+        if project.status is not ProjectStatus.AWAITING_UPLOADS or project.manifest_id is None:
+            return StageOutcome.DONE
+        identity = Identity(uid=project.owner_id)
+        awaited = self._manifests.get_assets(project.manifest_id, project.awaiting)
+        missing = [i for i in project.awaiting if i not in awaited or awaited[i].image is None]
+        if missing:
+            if project.awaiting_until is not None and utcnow() > project.awaiting_until:
+                names = ", ".join(
+                    f"{awaited[i].manifest_tag} ({awaited[i].name})" if i in awaited else i
+                    for i in missing
+                )
+                return self._fail(project, f"the fork's images did not arrive in time: {names}")
+            return self._wait(project, task)
+        if project.fork_job_id is None:
+            started = self._manifesting.start(identity, project.manifest_id)
+            self._repo.change(project.id, lambda p: self._record_job(p, task, started.id))
+            return self._wait(project, task)
+        job = self._jobs.get(project.fork_job_id)
+        if job is None or not job.status.is_final:
+            return self._wait(project, task)
+        if job.status is JobStatus.FAILED:
+            return self._fail(project, f"the fork's new images could not be processed: {job.error}")
+        self._usage.snapshot_for_generation(identity, project.manifest_id, project.id)
+        by_tag = {a.manifest_tag: a for a in self._runner.snapshot_assets(project).values()}
+        new_tags = {a.manifest_tag for a in awaited.values()}
+        scenes = []
+        for scene in self._repo.scenes(project.id):
+            if new_tags & set(scene.asset_tags):  # references chosen again, with the new images
+                tags = [t for t in scene.asset_tags if t in by_tag]
+                scene.reference_asset_ids = choose_references(scene.shot_type, tags, by_tag)
+            scenes.append(scene)
+        begun = self._repo.change(project.id, lambda p: self._start(p, task, scenes))
+        if begun is not None and begun.stage is not None and begun.status is begun.stage.status:
+            self._runner.enqueue(begun, begun.stage)
+        return StageOutcome.DONE
+
+    def _wait(self, project: Project, task: StageTask) -> StageOutcome:
+        self._runner.enqueue_uploads(
+            project, poll=task.poll + 1, delay_s=self._settings.fork_poll_s
+        )
+        return StageOutcome.WAITING
+
+    def _fail(self, project: Project, cause: str) -> StageOutcome:
+        def plan(p: Project) -> ProjectChange[None]:
+            if p.status is not ProjectStatus.AWAITING_UPLOADS:
+                return unchanged(p, None)
+            p.status = ProjectStatus.FAILED
+            p.error = StageError(stage=Stage.STORYBOARD, cause=cause)
+            return ProjectChange(p, None, summary="fork failed")
+
+        self._repo.change(project.id, plan)
+        return StageOutcome.FAILED
+
+    @staticmethod
+    def _record_job(project: Project, task: StageTask, job_id: str) -> ProjectChange[None]:
+        if project.run != task.run or project.fork_job_id is not None:
+            return unchanged(project, None)
+        project.fork_job_id = job_id
+        return ProjectChange(project, None, summary="fork images processing")
+
+    @staticmethod
+    def _start(
+        project: Project, task: StageTask, scenes: list[Scene]
+    ) -> ProjectChange[Project | None]:
+        if project.status is not ProjectStatus.AWAITING_UPLOADS or project.run != task.run:
+            return unchanged(project, None)
+        project.awaiting, project.awaiting_until = [], None
+        project.stages_done = [Stage.STORYBOARD]
+        project.current_checkpoint_id = checkpoint_id(project, Stage.STORYBOARD)
+        if project.run_through == "storyboard" and not project.auto_continue:
+            project.status, project.stage = ProjectStatus.STAGED, Stage.STORYBOARD
+        else:
+            project.status, project.stage = Stage.KEYFRAMES.status, Stage.KEYFRAMES
+        return ProjectChange(project, project, summary="fork starts", scenes=scenes,
+                             checkpoint=storyboard_checkpoint(project, scenes))  # fmt: skip
+
+    def _slots(self, identity: Identity, forked: ForkManifest) -> list[UploadSlot]:
+        by_id = {a.id: a for a in forked.assets}
+        slots = []
+        for asset_id, announced in forked.awaited.items():
+            asset = by_id[asset_id]
+            slot = UploadSlot(
+                asset_id=asset_id, manifest_tag=asset.manifest_tag, name=asset.name,
+                upload_url_endpoint=f"/manifests/{forked.manifest.id}/assets/{asset_id}/upload-url",
+            )  # fmt: skip
+            if announced.content_type and announced.size_bytes:
+                ticket = self._uploads.signed_upload(
+                    identity, forked.manifest.id, asset_id,
+                    UploadUrlRequest(content_type=announced.content_type,
+                                     size_bytes=announced.size_bytes),
+                )  # fmt: skip
+                slot.url, slot.method, slot.headers = ticket.url, ticket.method, ticket.headers
+            slots.append(slot)
+        return slots
 
     # -------------------------------------------------------------------------------------------
 
@@ -140,19 +287,17 @@ class ForkService:
         )
         self._check_scenes(checkpoint, body, rewrite)
 
-        manifest: Manifest | None = None
-        assets: list[Asset] = []
-        counts: AssetCounts | None = None
+        forked: ForkManifest | None = None
         if body.asset_changes is not None and source.snapshot_id is None:
             raise ValidationFailed(
                 f"project {source_id} was made without a manifest: it has no assets to change"
             )
         project = self._project(source, checkpoint, body, overrides, rewrite)
         if source.snapshot_id is not None:
-            manifest, assets, counts = self._fork_manifest(source, project, body)
-            project.manifest_id = manifest.id
+            forked = self._fork_manifest(source, project, body)
+            project.manifest_id = forked.manifest.id
             project.snapshot_id = project.id
-        by_id = {a.id: a for a in assets}
+        by_id = {a.id: a for a in forked.assets} if forked else {}
         scenes = [] if rewrite else self._scenes(project, checkpoint, body, by_id)
         if rewrite:
             plan = Plan(stages=[], steps=[PlanStep(stage=Stage.STORYBOARD, scene=None,
@@ -161,11 +306,14 @@ class ForkService:
         else:
             plan = plan_stages(project, scenes, [Stage.KEYFRAMES, Stage.CLIPS, Stage.STITCH],
                                by_id, self._runner.index)  # fmt: skip
+        project.cost.estimate_usd = round(plan.cost_usd, 4)
+        project.manifest_version = forked.manifest.version if forked else None
         preview = ForkPreview(
             scene_count=project.scene_count, storyboard="make" if rewrite else "reuse",
-            plan=plan, assets=counts,
+            plan=plan, assets=forked.counts if forked else None,
+            awaiting_uploads=len(forked.awaited) if forked else 0,
         )  # fmt: skip
-        return ForkDraft(source, checkpoint, project, scenes, manifest, assets, preview)
+        return ForkDraft(source, checkpoint, project, scenes, forked, preview)
 
     @staticmethod
     def _check_scenes(checkpoint: Checkpoint, body: ForkRequest, rewrite: bool) -> None:
@@ -214,7 +362,7 @@ class ForkService:
             forked_from_checkpoint=checkpoint.id, **settings,
         )  # fmt: skip
         if rewrite:
-            project.stage = Stage.STORYBOARD
+            project.status, project.stage = Stage.STORYBOARD.status, Stage.STORYBOARD
             return project
         project.stages_done = [Stage.STORYBOARD]
         project.current_checkpoint_id = checkpoint_id(project, Stage.STORYBOARD)
@@ -224,11 +372,10 @@ class ForkService:
             project.status, project.stage = Stage.KEYFRAMES.status, Stage.KEYFRAMES
         return project
 
-    def _fork_manifest(
-        self, source: Project, project: Project, body: ForkRequest
-    ) -> tuple[Manifest, list[Asset], AssetCounts]:
+    def _fork_manifest(self, source: Project, project: Project, body: ForkRequest) -> ForkManifest:
         """The source's snapshot (what its video was made with), every asset inherited, less
-        the removed ones (and their crops), with the modifications; counters carried over."""
+        the removed ones (and their crops), with the modifications and the new uploads;
+        counters carried over, so tags continue and are never issued twice."""
         snapshot = self._runner.snapshot(source)
         changes = body.asset_changes
         modified = changes.modified_assets if changes else {}
@@ -244,11 +391,7 @@ class ForkService:
         if set(modified) & removed:
             raise ValidationFailed(f"assets {sorted(set(modified) & removed)} are both modified "
                                    "and removed")  # fmt: skip
-        if changes and (changes.new_uploads or any(m.replace_image for m in modified.values())):
-            raise ValidationFailed(
-                "new uploads and replaced images are not taken by forks yet; fork without them "
-                "and add the images to the fork's manifest"
-            )
+        replaced = {i for i, m in modified.items() if m.replace_image}
         now, manifest_id = utcnow(), new_id()
         base = snapshot.snapshot.manifest
         manifest = base.model_copy(update={
@@ -257,11 +400,12 @@ class ForkService:
             "parent_manifest_id": base.id, "processing_cost_usd": 0.0, "is_deleted": False,
             "deleted_at": None, "created_at": now, "updated_at": now,
         }, deep=True)  # fmt: skip
-        assets, dropped, changed = [], 0, 0
+        assets: list[Asset] = []
+        dropped, changed = 0, 0
         for asset in snapshot.assets:
-            if asset.id in removed or asset.source_asset_id in removed:
-                count_asset(manifest, asset.asset_type, -1)
-                dropped += 1
+            if asset.id in removed or asset.source_asset_id in removed | replaced:
+                count_asset(manifest, asset.asset_type, -1)  # crops of a replaced image go too
+                dropped += asset.id in removed
                 continue
             copy = asset.model_copy(update={
                 "manifest_id": manifest_id, "is_inherited": True, "inherited_from_asset": asset.id,
@@ -269,17 +413,43 @@ class ForkService:
                 "updated_at": now,
             }, deep=True)  # fmt: skip
             edit = modified.get(asset.id)
-            fields = edit.model_dump(exclude_none=True, exclude={"replace_image"}) if edit else {}
+            wanted = {"name", "reverse_prompt", "visual_description"}
+            fields = edit.model_dump(exclude_none=True, include=wanted) if edit else {}
             differ = {k: v for k, v in fields.items() if getattr(asset, k) != v}
+            names = sorted(differ)
+            if asset.id in replaced:
+                # Made anew from the image to come: nothing of the old image's face or text.
+                differ |= {"image": None, "face_embedding": None, "face_bbox": None,
+                           "face_group_id": None, "is_face_group_primary": False,
+                           **dict.fromkeys(MARKERS)}  # fmt: skip
+                names.append("image")
             if differ:
-                copy = copy.model_copy(update={**differ, "is_inherited": False,
-                                               "modified_fields": sorted(differ)})  # fmt: skip
+                # Text the fork wrote is the user's: later processing keeps it.
+                written = {"reverse_prompt", "visual_description"} & differ.keys()
+                copy = copy.model_copy(update={
+                    **differ, "is_inherited": False, "modified_fields": sorted(names),
+                    "user_edited": sorted({*copy.user_edited, *written}),
+                })  # fmt: skip
                 changed += 1
             assets.append(copy)
+        awaited: dict[str, UploadAnnouncement] = {i: modified[i] for i in sorted(replaced)}
+        uploads = changes.new_uploads if changes else []
+        for upload in uploads:
+            asset = Asset(
+                id=new_id(), manifest_id=manifest_id, asset_type=upload.asset_type,
+                manifest_tag=issue_tag(manifest, upload.asset_type), name=upload.name,
+                description=upload.description, user_tags=upload.user_tags,
+                source=AssetSource.UPLOADED, sort_order=len(assets), created_at=now, updated_at=now,
+            )  # fmt: skip
+            count_asset(manifest, upload.asset_type, 1)
+            assets.append(asset)
+            awaited[asset.id] = upload
         manifest.asset_count = len(assets)
-        counts = AssetCounts(inherited=len(assets) - changed, modified=changed, removed=dropped,
-                             new=0)  # fmt: skip
-        return manifest, assets, counts
+        if awaited:
+            manifest.status = ManifestStatus.DRAFT
+        counts = AssetCounts(inherited=len(assets) - changed - len(uploads), modified=changed,
+                             removed=dropped, new=len(uploads))  # fmt: skip
+        return ForkManifest(manifest, assets, counts, awaited)
 
     @staticmethod
     def _scenes(
@@ -322,3 +492,12 @@ class ForkService:
             after.reused_from, after.error, after.cost_usd = {}, None, 0.0
             scenes.append(after)
         return scenes
+
+
+def storyboard_checkpoint(project: Project, scenes: list[Scene]) -> Checkpoint:
+    """A fork's first checkpoint: its scenes, as the source's storyboard edited."""
+    assert project.current_checkpoint_id is not None
+    return Checkpoint(
+        id=project.current_checkpoint_id, stage=Stage.STORYBOARD, branch="main",
+        stages_done=[Stage.STORYBOARD], scenes=scenes,
+    )  # fmt: skip

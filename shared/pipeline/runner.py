@@ -92,6 +92,8 @@ class StageTask(RequestBody):
     poll: int = Field(default=0, ge=0)
     """How many times clips have been polled: names the next polling task uniquely."""
     keyframe: KeyframeJob | None = None
+    uploads: bool = False
+    """A fork that waits for its images: see shared/pipeline/forks.py."""
 
 
 class StaleRun(Exception):
@@ -147,6 +149,8 @@ class PipelineRunner:
         self._providers = providers
         self._settings = settings
         self.index = index
+        self.awaiting: Callable[[StageTask], StageOutcome] | None = None
+        """Runs the task of a fork that waits for its uploads (the fork service sets it)."""
 
     @property
     def _bucket(self) -> str:
@@ -171,7 +175,24 @@ class PipelineRunner:
             task_id=f"{project.id}-kf-{job.scene}-{job.frame}-v{job.version}",
         )
 
+    def enqueue_uploads(self, project: Project, *, poll: int = 0, delay_s: float = 0) -> None:
+        self._dispatcher().enqueue(
+            self._settings.tasks.pipeline_queue,
+            self._settings.tasks.pipeline_url,
+            StageTask(
+                project_id=project.id,
+                stage=Stage.STORYBOARD,
+                run=project.run,
+                poll=poll,
+                uploads=True,
+            ),
+            task_id=f"{project.id}-r{project.run}-uploads-{poll}",
+            delay_s=delay_s,
+        )
+
     def run(self, task: StageTask) -> StageOutcome:
+        if task.uploads:
+            return self.awaiting(task) if self.awaiting else StageOutcome.NOT_READY
         if task.keyframe is not None:
             return self._regenerate_keyframe(task, task.keyframe)
         token = new_id()

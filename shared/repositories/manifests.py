@@ -52,6 +52,7 @@ LIVE_PROJECT_STATUSES = [
     "video_gen",
     "stitching",
     "staged",
+    "awaiting_uploads",
 ]
 
 

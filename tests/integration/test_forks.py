@@ -4,12 +4,25 @@ what the changes touch, as its preview said; the source is never changed."""
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from shared.clients import firestore_client
+from shared.manifesting.engine import Models, RunOutcome
+from shared.models.common import utcnow
+from shared.pipeline.runner import StageOutcome
 from tests.integration.conftest import Api, image_bytes
+from tests.integration.test_manifesting import (
+    PHOTOS,
+    RecordingDispatcher,
+    make_engine,
+    process,
+)
+from tests.integration.test_manifesting import dispatcher as dispatcher
+from tests.integration.test_manifesting import offline_models as offline_models
+from tests.integration.test_manifesting import upload as upload_photo
 from tests.integration.test_pipeline import Tasks, generate, project
 from tests.integration.test_pipeline import tasks as tasks
 from tests.integration.test_provenance import Calls, finished
@@ -245,3 +258,79 @@ def test_an_asset_the_snapshot_lacks_is_named(api: Api, tasks: Tasks) -> None:
     refused = api.call("POST", f"/projects/{source}/forks/preview",
                        json={"asset_changes": {"modified_assets": {"ghost": {"name": "G"}}}})  # fmt: skip
     assert refused.status_code == 422 and "ghost" in refused.get_json()["error"]["message"]
+
+
+def test_a_fork_with_a_new_photo_waits_for_it_matches_its_face_and_then_runs(
+    api: Api, tasks: Tasks, calls: Calls, dispatcher: RecordingDispatcher, offline_models: Models
+) -> None:
+    mid = api.manifest("People")["id"]
+    hero = upload_photo(api, mid, "Tom_Hanks_54745.png")
+    process(api, mid, offline_models)
+    hero = next(a for a in api.ok("GET", f"/manifests/{mid}")["assets"] if a["id"] == hero["id"])
+    source = finished(api, tasks, manifest_id=mid)
+    calls.reset()
+
+    photo = (PHOTOS / "Tom_Hanks_54745.png").read_bytes()
+    forked = fork(api, source, asset_changes={"new_uploads": [{
+        "asset_type": "CHARACTER", "name": "Tom again", "content_type": "image/png",
+        "size_bytes": len(photo)}]})  # fmt: skip
+    assert forked["status"] == "awaiting_uploads" and forked["preview"]["awaiting_uploads"] == 1
+    assert forked["preview"]["assets"]["new"] == 1 and forked["preview"]["plan"]["make"] == 0
+    (slot,) = forked["uploads"]
+    assert slot["url"] and slot["method"] == "PUT" and slot["manifest_tag"] == "CHAR_02"
+    assert tasks.deliver_all(limit=1) == [StageOutcome.WAITING], "nothing uploaded yet"
+
+    fork_mid = forked["manifest_id"]
+    api.ok("POST", f"/manifests/{fork_mid}/assets/{slot['asset_id']}/upload",
+           data={"file": (io.BytesIO(photo), "again.png", "image/png")})  # fmt: skip
+    assert tasks.deliver_all(limit=1) == [StageOutcome.WAITING], "its job is started"
+    job = project(api, forked["id"])["project"]
+    queue, _, payload = dispatcher.tasks[-1]
+    assert queue == "manifesting" and payload.job_id == job["fork_job_id"]
+    assert make_engine(offline_models).run(payload.job_id) is RunOutcome.DONE
+    tasks.deliver_all()
+
+    done = project(api, forked["id"])["project"]
+    assert done["status"] == "complete", done
+    assert calls.counts() == NOTHING, "a new upload no scene places remakes nothing"
+    assets = {a["id"]: a for a in api.ok("GET", f"/manifests/{fork_mid}")["assets"]}
+    assert assets[slot["asset_id"]]["face_group_id"] == hero["face_group_id"] is not None
+    assert job["awaiting"] == [slot["asset_id"]]
+
+
+def test_a_fork_whose_images_never_come_fails_naming_them(api: Api, tasks: Tasks) -> None:
+    mid, assets = cast(api)
+    source = finished(api, tasks, manifest_id=mid)
+    forked = fork(api, source, asset_changes={
+        "modified_assets": {assets["Ada"]["id"]: {"replace_image": True}},
+        "new_uploads": [{"asset_type": "PROP", "name": "Lantern"}]})  # fmt: skip
+    assert {s["manifest_tag"] for s in forked["uploads"]} == {"CHAR_01", "PROP_01"}
+    assert all(s["url"] is None and s["upload_url_endpoint"] for s in forked["uploads"])
+    placing = {s["index"] for s in project(api, source)["scenes"] if "CHAR_01" in s["asset_tags"]}
+    made = {s["scene"] for s in forked["preview"]["plan"]["steps"]
+            if s["action"] == "make" and s["stage"] == "keyframes"}  # fmt: skip
+    assert made == placing, "scenes showing the image to come are made again"
+    firestore_client().collection("projects").document(forked["id"]).update(
+        {"awaiting_until": utcnow() - timedelta(seconds=1)}
+    )
+    assert tasks.deliver_all(limit=1) == [StageOutcome.FAILED]
+    failed = project(api, forked["id"])["project"]
+    assert failed["status"] == "failed"
+    assert (
+        "CHAR_01 (Ada)" in failed["error"]["cause"]
+        and "PROP_01 (Lantern)" in failed["error"]["cause"]
+    )
+
+
+def test_an_inherited_asset_edited_in_the_forks_manifest_says_what_changed(
+    api: Api, tasks: Tasks
+) -> None:
+    mid, assets = cast(api)
+    source = finished(api, tasks, manifest_id=mid)
+    forked = fork(api, source)
+    ada = assets["Ada"]["id"]
+    path = f"/manifests/{forked['manifest_id']}/assets/{ada}"
+    assert api.ok("GET", path)["is_inherited"] is True
+    edited = api.ok("PATCH", path, json={"name": "Ada Lovelace"})
+    assert (edited["is_inherited"], edited["modified_fields"]) == (False, ["name"])
+    assert api.ok("GET", f"/manifests/{mid}/assets/{ada}")["name"] == "Ada"
