@@ -238,6 +238,9 @@ class ForkService:
         if project.status is not ProjectStatus.AWAITING_UPLOADS or project.run != task.run:
             return unchanged(project, None)
         project.awaiting, project.awaiting_until = [], None
+        if not scenes:  # a fork that writes a new storyboard
+            project.status, project.stage = Stage.STORYBOARD.status, Stage.STORYBOARD
+            return ProjectChange(project, project, summary="fork starts")
         project.stages_done = [Stage.STORYBOARD]
         project.current_checkpoint_id = checkpoint_id(project, Stage.STORYBOARD)
         if project.run_through == "storyboard" and not project.auto_continue:

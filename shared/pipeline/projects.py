@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 from pydantic import ValidationError
 
 from shared.auth import Identity
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.models.common import new_id
+from shared.models.common import new_id, utcnow
 from shared.models.projects import (
     GenerateRequest,
     Project,
@@ -156,10 +157,18 @@ class ProjectService:
             project.run += 1
             project.status, project.stage = pending[0].status, pending[0]
             project.error, project.lease = None, None
+            if project.awaiting:  # a fork still waiting for its images waits again
+                project.status, project.fork_job_id = ProjectStatus.AWAITING_UPLOADS, None
+                project.awaiting_until = utcnow() + timedelta(
+                    seconds=self._runner.settings.tasks.fork_upload_deadline_s
+                )
             return ProjectChange(project, project, summary="resume")
 
         saved = self._projects.change(project_id, plan)
-        self._runner.enqueue(saved, pending_stage(saved))
+        if saved.status is ProjectStatus.AWAITING_UPLOADS:
+            self._runner.enqueue_uploads(saved)
+        else:
+            self._runner.enqueue(saved, pending_stage(saved))
         return saved
 
     def rename(self, identity: Identity, project_id: str, name: str) -> Project:

@@ -153,6 +153,10 @@ class PipelineRunner:
         """Runs the task of a fork that waits for its uploads (the fork service sets it)."""
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
     def _bucket(self) -> str:
         return self._settings.storage.media_bucket
 

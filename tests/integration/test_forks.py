@@ -44,11 +44,16 @@ def by_stage(plan: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 
 def documents(pid: str) -> dict[str, Any]:
-    """Everything stored of a project, to compare before and after a fork."""
-    ref = firestore_client().collection("projects").document(pid)
-    found = {"project": ref.get().to_dict()}
+    """Everything stored of a project and its snapshot, to compare before and after a fork."""
+    db = firestore_client()
+    ref = db.collection("projects").document(pid)
+    snapshot = db.collection("manifest_snapshots").document(pid)
+    found = {"project": ref.get().to_dict(), "snapshot": snapshot.get().to_dict()}
     for sub in ("scenes", "checkpoints", "drafts", "artifacts"):
         found[sub] = sorted((d.id, d.to_dict()) for d in ref.collection(sub).stream())
+    found["snapshot assets"] = sorted(
+        (d.id, d.to_dict()) for d in snapshot.collection("assets").stream()
+    )
     return found
 
 
@@ -320,6 +325,9 @@ def test_a_fork_whose_images_never_come_fails_naming_them(api: Api, tasks: Tasks
         "CHAR_01 (Ada)" in failed["error"]["cause"]
         and "PROP_01 (Lantern)" in failed["error"]["cause"]
     )
+    resumed = api.ok("POST", f"/projects/{forked['id']}/resume")
+    assert resumed["status"] == "awaiting_uploads", "a resumed fork waits for its images again"
+    assert tasks.deliver_all(limit=1) == [StageOutcome.WAITING]
 
 
 def test_an_inherited_asset_edited_in_the_forks_manifest_says_what_changed(
@@ -334,3 +342,18 @@ def test_an_inherited_asset_edited_in_the_forks_manifest_says_what_changed(
     edited = api.ok("PATCH", path, json={"name": "Ada Lovelace"})
     assert (edited["is_inherited"], edited["modified_fields"]) == (False, ["name"])
     assert api.ok("GET", f"/manifests/{mid}/assets/{ada}")["name"] == "Ada"
+
+
+def test_a_new_style_writes_a_new_storyboard_and_reuses_what_still_matches(
+    api: Api, tasks: Tasks, calls: Calls
+) -> None:
+    source = finished(api, tasks)
+    calls.reset()
+    forked = fork(api, source, overrides={"style": "hand-drawn, muted film colours"})
+    assert forked["preview"]["storyboard"] == "make" and forked["status"] == "storyboarding"
+    tasks.deliver_all()
+    done = project(api, forked["id"])
+    assert done["project"]["status"] == "complete"
+    assert calls.counts()["text"] == 1
+    reused = sum(len(s["reused_from"]) for s in done["scenes"])
+    assert calls.counts()["image"] + reused >= 8, "every keyframe was made or reused"
