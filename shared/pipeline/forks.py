@@ -241,12 +241,7 @@ class ForkService:
         if not scenes:  # a fork that writes a new storyboard
             project.status, project.stage = Stage.STORYBOARD.status, Stage.STORYBOARD
             return ProjectChange(project, project, summary="fork starts")
-        project.stages_done = [Stage.STORYBOARD]
-        project.current_checkpoint_id = checkpoint_id(project, Stage.STORYBOARD)
-        if project.run_through == "storyboard" and not project.auto_continue:
-            project.status, project.stage = ProjectStatus.STAGED, Stage.STORYBOARD
-        else:
-            project.status, project.stage = Stage.KEYFRAMES.status, Stage.KEYFRAMES
+        past_storyboard(project)
         return ProjectChange(project, project, summary="fork starts", scenes=scenes,
                              checkpoint=storyboard_checkpoint(project, scenes))  # fmt: skip
 
@@ -367,12 +362,7 @@ class ForkService:
         if rewrite:
             project.status, project.stage = Stage.STORYBOARD.status, Stage.STORYBOARD
             return project
-        project.stages_done = [Stage.STORYBOARD]
-        project.current_checkpoint_id = checkpoint_id(project, Stage.STORYBOARD)
-        if body.run_through == "storyboard" and not body.auto_continue:
-            project.status, project.stage = ProjectStatus.STAGED, Stage.STORYBOARD
-        else:
-            project.status, project.stage = Stage.KEYFRAMES.status, Stage.KEYFRAMES
+        past_storyboard(project)
         return project
 
     def _fork_manifest(self, source: Project, project: Project, body: ForkRequest) -> ForkManifest:
@@ -495,6 +485,17 @@ class ForkService:
             after.reused_from, after.error, after.cost_usd = {}, None, 0.0
             scenes.append(after)
         return scenes
+
+
+def past_storyboard(project: Project) -> None:
+    """A fork keeps the source's storyboard (edited): it starts at the keyframes, or pauses
+    on its storyboard when run_through says so."""
+    project.stages_done = [Stage.STORYBOARD]
+    project.current_checkpoint_id = checkpoint_id(project, Stage.STORYBOARD)
+    if project.run_through == "storyboard" and not project.auto_continue:
+        project.status, project.stage = ProjectStatus.STAGED, Stage.STORYBOARD
+    else:
+        project.status, project.stage = Stage.KEYFRAMES.status, Stage.KEYFRAMES
 
 
 def storyboard_checkpoint(project: Project, scenes: list[Scene]) -> Checkpoint:
