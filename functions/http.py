@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,37 @@ from shared.errors import (
 from shared.settings import ApiSettings
 
 log = logging.getLogger(__name__)
+ID_SHAPES = {
+    "checkpoint_id": re.compile(r"^r[0-9]{1,9}-(storyboard|keyframes|clips|stitch)$"),
+}
+ID_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20}$")
+"""The ids this API issues (new_id(); checkpoints: one per run and stage): a path id of any
+other shape names nothing, and is answered 404 before any read."""
+MAX_JSON_DEPTH = 32
+MAX_INTEGER_DIGITS = 20
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits; at most {MAX_INTEGER_DIGITS}")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _depth(value: Any) -> int:
+    """The nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 @dataclass
@@ -144,6 +176,11 @@ class JsonApi:
                 f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
             ) from error
         route = self.routes[index]
+        if any(
+            k.endswith("_id") and not ID_SHAPES.get(k, ID_SHAPE).match(str(v))
+            for k, v in path.items()
+        ):
+            raise NotFound(f"there is no {request.path} in this API")  # before any read
         identity = (
             self._verifier().verify(request.headers.get("Authorization"))
             if route.authenticated
@@ -203,9 +240,17 @@ class JsonApi:
         except RequestEntityTooLarge as error:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes") from error
         try:
-            data = json.loads(raw)
+            # The standard parser recurses per nesting level and converts integers of any
+            # length: both bounded here, before pydantic sees the body.
+            data = json.loads(raw, parse_int=_bounded_int, parse_constant=_no_constant)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise BadRequest(f"the body is not valid JSON: {error}") from error
+        except (ValueError, RecursionError) as error:
+            raise BadRequest(
+                f"the body is not JSON this API takes: {error or 'too deep'}"
+            ) from error
+        if _depth(data) > MAX_JSON_DEPTH:
+            raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
         if not isinstance(data, dict):
             raise ValidationFailed("the body must be a JSON object")
         try:

@@ -202,8 +202,9 @@ def main(api_url: str, photo_dir: Path, out_dir: Path) -> None:
              if a["face_group_id"] and a["face_group_id"] == settled["face_group_id"] and a["id"] != extra["id"]]  # fmt: skip
     say(f"   images detected this run: {job['counters']['images_detected']}; "
         f"{settled['manifest_tag']} joined the face group of {', '.join(mates) or 'nobody'}")  # fmt: skip
-    make_video(api, mid, out_dir)
-    say(f"\nDone: manifest {mid} in Firestore; thumbnails, contact sheet and video in {out_dir}")
+    pid, detail = make_video(api, mid, out_dir)
+    fork_video(api, mid, pid, detail["scenes"], portrait, out_dir)
+    say(f"\nDone: manifest {mid} in Firestore; thumbnails, contact sheet and videos in {out_dir}")
 
 
 def wait_for_project(
@@ -216,7 +217,7 @@ def wait_for_project(
         project = detail["project"]
         if (project["status"], project["stage"]) != last:
             last = (project["status"], project["stage"])
-            say(f"   [{time.monotonic() - started:5.1f}s] {project['status']:<13} "
+            say(f"   [{time.monotonic() - started:5.1f}s] {project['status']:<16} "
                 f"stage {project['stage']} on branch {project['branch']}")  # fmt: skip
         if project["status"] in until:
             return detail
@@ -227,7 +228,7 @@ def wait_for_project(
         time.sleep(0.3)
 
 
-def make_video(api: Client, mid: str, out_dir: Path) -> None:
+def make_video(api: Client, mid: str, out_dir: Path) -> tuple[str, dict[str, Any]]:
     say("\n13. generate: a prompt and the manifest; staged after the storyboard for review")
     settings = {"prompt": "two old friends meet at a bus stop and share a memory",
                 "manifest_id": mid, "clip_seconds": 2, "total_seconds": 8, "run_through": "storyboard"}  # fmt: skip
@@ -285,6 +286,77 @@ def make_video(api: Client, mid: str, out_dir: Path) -> None:
     target.write_bytes(video.content)
     cost = detail["project"]["cost"]
     say(f"   final video: {target} ({len(video.content)} bytes); spent ${cost['spent_usd']:.2f}")
+    return pid, detail
+
+
+def fork_video(
+    api: Client, mid: str, pid: str, scenes: list[dict[str, Any]], photo: Path, out_dir: Path
+) -> None:
+    say("\n17. fork the finished video (branch main-1), with a new photo: preview, then the fork")
+    edited, deleted = scenes[-2], scenes[-1]
+    kept = [s for s in scenes if s["index"] not in (edited["index"], deleted["index"])]
+    assets = {a["manifest_tag"]: a for a in api("GET", f"/manifests/{mid}")["assets"]}
+
+    def placing(tag: str, among: list[dict[str, Any]]) -> int:
+        return sum(tag in s["asset_tags"] for s in among)
+
+    # An asset some scenes place and others not; best one that leaves some kept scenes as they are.
+    tags = [t for t in sorted({t for s in scenes for t in s["asset_tags"]})
+            if 0 < placing(t, scenes) < len(scenes)]  # fmt: skip
+    tag = next((t for t in tags if 0 < placing(t, kept) < len(kept)), tags[0])
+    data = photo.read_bytes()
+    body = {
+        "name": "Demo video (fork)",
+        "scene_edits": {str(edited["index"]): {
+            "motion_prompt": edited["motion_prompt"] + " The camera drifts slowly left."}},
+        "deleted_scenes": [deleted["index"]],
+        "asset_changes": {
+            "modified_assets": {assets[tag]["id"]: {
+                "reverse_prompt": assets[tag]["reverse_prompt"] + ", seen at dusk in the rain"}},
+            "new_uploads": [{"asset_type": "CHARACTER", "name": "one more portrait",
+                             "content_type": content_type_of(photo), "size_bytes": len(data)}],
+        },
+    }  # fmt: skip
+    say(f"   scene {edited['index']}: new motion prompt; scene {deleted['index']}: deleted; "
+        f"{tag} (in scenes {[s['index'] for s in scenes if tag in s['asset_tags']]}): new reverse "
+        f"prompt; new upload: {photo.name}")  # fmt: skip
+    preview = api("POST", f"/projects/{pid}/forks/preview", json=body)
+    plan, counts = preview["plan"], preview["assets"]
+    say(f"   preview: {preview['scene_count']} scenes, storyboard {preview['storyboard']}; "
+        f"{plan['reuse']} reused, {plan['make']} to make, ${plan['cost_usd']:.2f} at list prices")  # fmt: skip
+    for stage in plan["stages"]:
+        say(f"     {stage['stage']:<10} {stage['reuse']} reused, {stage['make']} to make, "
+            f"${stage['cost_usd']:.2f}")  # fmt: skip
+    say(f"   assets: {counts['inherited']} inherited, {counts['modified']} modified, "
+        f"{counts['removed']} removed, {counts['new']} new; awaiting {preview['awaiting_uploads']} upload(s)")  # fmt: skip
+    forked = api("POST", f"/projects/{pid}/forks", 202, json=body)
+    if forked["preview"] != preview:
+        raise SystemExit(f"the fork answered another preview: {forked['preview']}")
+    (slot,) = forked["uploads"]
+    say(f"   fork {forked['id']} ({forked['status']}), manifest {forked['manifest_id']}; "
+        f"PUT {photo.name} as {slot['manifest_tag']} to its signed URL")  # fmt: skip
+    requests.put(
+        slot["url"], data=data, headers=slot["headers"], timeout=TIMEOUT
+    ).raise_for_status()
+    done = wait_for_project(api, forked["id"], {"complete"})
+    job = api("GET", f"/jobs/{done['project']['fork_job_id']}")
+    say("   its manifesting job on the model service: "
+        + ", ".join(f"{k}={v}" for k, v in job["counters"].items() if v))  # fmt: skip
+    show_ledger(done, plan)
+    fork_assets = api("GET", f"/manifests/{forked['manifest_id']}")["assets"]
+    new = next(a for a in fork_assets if a["id"] == slot["asset_id"])
+    person = next(a for a in fork_assets if a["name"] == photo.stem)  # uploaded in step 2
+    mates = [a["manifest_tag"] for a in fork_assets
+             if a["face_group_id"] == new["face_group_id"] and a["id"] != new["id"]]  # fmt: skip
+    if not new["face_group_id"] or new["face_group_id"] != person["face_group_id"]:
+        raise SystemExit(f"{new['manifest_tag']} is not in {person['manifest_tag']}'s face group")
+    say(f"   {new['manifest_tag']} joined face group {new['face_group_id']}, "
+        f"{person['manifest_tag']}'s ({', '.join(mates)})")  # fmt: skip
+    video = requests.get(f"{api.base}/projects/{forked['id']}/video", timeout=TIMEOUT)
+    target = out_dir / "fork.mp4"
+    target.write_bytes(video.content)
+    say(f"   fork video: {target} ({len(video.content)} bytes), "
+        f"{done['project']['scene_count']} scenes; spent ${done['project']['cost']['spent_usd']:.2f}")  # fmt: skip
 
 
 ARTIFACT_STAGE = {"start_frame": "keyframes", "end_frame": "keyframes", "clip": "clips"}
@@ -293,6 +365,7 @@ ARTIFACT_STAGE = {"start_frame": "keyframes", "end_frame": "keyframes", "clip": 
 def show_ledger(detail: dict[str, Any], plan: dict[str, Any]) -> None:
     """What the run made and reused, from the scenes' reused_from, held against the plan."""
     planned = {stage["stage"] for stage in plan["stages"]}
+    pid = detail["project"]["id"]
     done: dict[tuple[str, int | None, str], tuple[str, Any]] = {}
     say("   made and reused, per scene:")
     for scene in detail["scenes"]:
@@ -303,8 +376,10 @@ def show_ledger(detail: dict[str, Any], plan: dict[str, Any]) -> None:
             done[key] = ("reuse" if source else "make", source)
         made = ", ".join(a for a, source in sources.items() if not source) or "nothing"
         origins = sorted({s["checkpoint_id"] for s in sources.values() if s})
+        others = sorted({s["project_id"] for s in sources.values() if s} - {pid})
+        of = f" of project {', '.join(others)}" if others else ""
         reused = ", ".join(a for a, source in sources.items() if source)
-        reused = f"; reused {reused} (checkpoints {', '.join(origins)})" if reused else ""
+        reused = f"; reused {reused} (checkpoints {', '.join(origins)}{of})" if reused else ""
         say(f"     [{scene['index']}] made {made}{reused}; ${scene['cost_usd']:.2f}")
     if "stitch" in planned:
         source = detail["project"]["final_video_reused_from"]

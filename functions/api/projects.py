@@ -262,7 +262,7 @@ ROUTES = [
           "What a generate with these settings would cost at list prices", body=GenerateRequest,
           response=EstimateView, tag="projects", errors=(400, 404, 413, 415, 422)),
     Route("GET", "/projects", list_, "List your projects, newest first", query=ProjectListQuery,
-          response=ProjectPage, tag="projects", errors=(422,)),
+          response=ProjectPage, tag="projects", errors=(400, 422)),
     Route("GET", ONE, get, "A project with its scenes", response=ProjectDetail, tag="projects",
           errors=(404,)),
     Route("PATCH", ONE, rename, "Rename a project", body=RenameRequest, response=ProjectView,

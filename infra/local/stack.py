@@ -49,6 +49,9 @@ class StackSettingsLocal(BaseModel):
     startup_timeout_s: float = Field(default=30.0, gt=0)
     bridge_poll_interval_s: float = Field(default=0.25, gt=0)
     bridge_max_attempts: int = Field(default=8, ge=1)
+    fork_poll_s: float = Field(default=1.0, ge=0)
+    """How often a fork waiting for its uploads looks again (FRAMEFORK_TASKS__FORK_POLL_S);
+    the application's default, 5 s, is a production pace."""
 
 
 class StackSettingsStorage(BaseModel):
@@ -346,6 +349,7 @@ class LocalStack:
             "FRAMEFORK_STORAGE__SIGNER_KEY_FILE": str(self.signer_key_file),
             "FRAMEFORK_STORAGE__SIGNED_URL_ENDPOINT": self.storage_url,
             "FRAMEFORK_TASKS__LOCATION": self.tasks_location,
+            "FRAMEFORK_TASKS__FORK_POLL_S": str(self.settings.local.fork_poll_s),
             "FRAMEFORK_MODELS__OFFLINE_DIR": str(ROOT / ".models/offline"),
             **(
                 {"FRAMEFORK_TASKS__MANIFESTING_URL": f"{self.models_url}/tasks/run_job"}

@@ -11,6 +11,9 @@ while a stage runs are not guarded: one delivery at a time holds a stage's lease
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -18,7 +21,7 @@ from typing import Any, Generic, TypeVar
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from shared.errors import ContentionRetriesExhausted, NotFound
+from shared.errors import BadRequest, ContentionRetriesExhausted, NotFound
 from shared.models.checkpoints import ArtifactVersion, Checkpoint, Draft
 from shared.models.common import new_id, utcnow
 from shared.models.projects import Project, Scene
@@ -138,15 +141,16 @@ class ProjectRepository:
         if status is not None:
             q = q.where(filter=firestore.FieldFilter("status", "==", status))
         if after is not None:
-            q = q.where(filter=firestore.FieldFilter("sort_created_at", "<", after))
+            key = _decode_cursor(after, status)
+            q = q.where(filter=firestore.FieldFilter("sort_created_at", "<", key))
         snapshots = list(
             q.order_by("sort_created_at", direction=firestore.Query.DESCENDING)
             .limit(limit + 1)
             .stream()
         )
         items = [Project.model_validate(s.to_dict()) for s in snapshots[:limit]]
-        cursor = _sort_key(items[-1]) if len(snapshots) > limit and items else None
-        return items, cursor
+        more = len(snapshots) > limit and items
+        return items, _encode_cursor(_sort_key(items[-1]), status) if more else None
 
     def forks_of(self, owner_id: str, source_id: str) -> list[Project]:
         q = (
@@ -216,6 +220,24 @@ class ProjectRepository:
             for s in self.ref(project_id).collection("artifacts").stream()
         ]
         return sorted(found, key=lambda a: (a.scene, a.kind, a.version))
+
+
+def _encode_cursor(key: str, status: str | None) -> str:
+    payload = json.dumps({"k": key, "s": status}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, status: str | None) -> str:
+    """The sort key to continue after; a cursor this API did not issue is a bad request."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        key, shape = payload["k"], payload["s"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise BadRequest("the cursor is not one this API issued") from error
+    if not isinstance(key, str) or shape != status:
+        raise BadRequest("the cursor belongs to a different listing: keep the filters the same")
+    return key
 
 
 def _sort_key(project: Project) -> str:
