@@ -512,6 +512,10 @@ class PipelineRunner:
             except ProviderError as error:
                 raise ProviderError(str(error), scene=scene.index) from error
             if operation.error:
+                # Recorded on the scene, its operation dropped: a resume starts a new one.
+                after.clip_state, after.clip_operation = MediaState.FAILED, None
+                after.error = operation.error
+                self._save_scenes(project, [(scene, after)])
                 raise ProviderError(operation.error, scene=scene.index)
             after.bases["clip"] = key
             after.reused_from.pop("clip", None)
@@ -523,7 +527,7 @@ class PipelineRunner:
                     scene.index, checkpoint_id(project, Stage.CLIPS),
                 )  # fmt: skip
                 after.clip_object, after.clip_state = name, MediaState.DONE
-                after.clip_operation = None
+                after.clip_operation, after.error = None, None
                 after.cost_usd = round(scene.cost_usd + cost, 6)
             else:
                 after.clip_state, after.clip_operation = MediaState.RUNNING, operation.name

@@ -409,3 +409,48 @@ def test_resume_may_switch_models_within_the_projects_settings_and_status_tells_
     assert resumed["text_model"] == "gemini-2.5-flash"
     tasks.deliver_all()
     assert api.ok("GET", f"/projects/{created['id']}/status")["clips_done"] == 3
+
+
+class FailingOperation:
+    """A video model whose first operation fails after it started, as a Veo job can."""
+
+    name = "local-clip-1"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.started, self.failed = inner, 0, False
+
+    async def start_clip(self, request: ClipRequest) -> ClipOperation:
+        self.started += 1
+        finished = await self.inner.start_clip(request)
+        return ClipOperation(f"op-{self.started}") if not self.failed else finished
+
+    async def poll_clip(self, operation: ClipOperation) -> ClipOperation:
+        self.failed = True
+        return ClipOperation(operation.name, done=True, error="the video model gave up")
+
+
+def test_an_operation_that_fails_after_it_started_fails_its_scene_and_resume_starts_anew(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder: dict[str, FailingOperation] = {}
+
+    def providers(p: Project) -> Providers:
+        real = providers_for(p)
+        holder.setdefault("video", FailingOperation(real.video))
+        return Providers(real.text, real.image, holder["video"], real.stitcher)
+
+    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    created = generate(api, total_seconds=2)
+    tasks.deliver_all()
+    failed = project(api, created["id"])
+    assert failed["project"]["status"] == "failed"
+    assert failed["project"]["error"] == {
+        "stage": "clips", "scene": 0, "cause": "the video model gave up"
+    }  # fmt: skip
+    assert failed["scenes"][0]["clip_state"] == "failed"
+    assert failed["scenes"][0]["error"] == "the video model gave up"
+
+    api.ok("POST", f"/projects/{created['id']}/resume")
+    tasks.deliver_all()
+    assert project(api, created["id"])["project"]["status"] == "complete"
+    assert holder["video"].started == 2, "a new operation, not the failed one polled again"
