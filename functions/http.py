@@ -7,6 +7,7 @@ the only place where the exception tree becomes status codes, always in one JSON
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -65,6 +66,19 @@ def _depth(value: Any) -> int:
         )
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return deepest
+
+
+def _leave_unread(request: flask.Request) -> None:
+    """After a body refused for its size, the rest of it stays unread.
+
+    functions-framework reads the whole body after every answer (its after_request hook
+    read_request). Through a request with a size limit that read meets the limit again and
+    raises, which turns the 413 into its 500 page; without the limit it would hold the whole
+    refused body in memory. So the request's stream is emptied here and that read finds
+    nothing; what the client still sends is the server's to discard (gunicorn reads an unread
+    body off the connection before it reads the next request)."""
+    request.max_content_length = None
+    request.stream = io.BytesIO()  # werkzeug's cached_property takes an assignment
 
 
 @dataclass
@@ -148,6 +162,13 @@ class JsonApi:
             except FrameforkError as error:
                 response = self._json(error.status, error.to_body())
                 response.headers.update(error.headers)
+                if isinstance(error, PayloadTooLarge):
+                    _leave_unread(request)
+            except RequestEntityTooLarge:
+                # werkzeug's own limit, met by a read that no route guarded.
+                refused = PayloadTooLarge("the body is larger than this endpoint takes")
+                response = self._json(refused.status, refused.to_body())
+                _leave_unread(request)
             except Exception:
                 log.exception("unhandled error in %s %s", request.method, request.path)
                 response = self._json(
@@ -234,11 +255,15 @@ class JsonApi:
             raise UnsupportedMediaType(
                 f"send the body as application/json, not {request.mimetype or 'no content type'}"
             )
-        request.max_content_length = limit  # also bounds bodies sent without a length
+        # Also bounds a body sent without a length (chunked): its read stops one byte past
+        # the limit, where werkzeug's stream ends quietly rather than raising.
+        request.max_content_length = limit + 1
         try:
             raw = request.get_data(cache=True)
         except RequestEntityTooLarge as error:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes") from error
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
         try:
             # The standard parser recurses per nesting level and converts integers of any
             # length: both bounded here, before pydantic sees the body.
@@ -256,6 +281,11 @@ class JsonApi:
         try:
             return route.body.model_validate_json(raw)
         except ValidationError as error:
+            unreadable = [e for e in error.errors() if e["type"] == "json_invalid"]
+            if unreadable:
+                # What the standard parser lets through and pydantic's does not: lone
+                # surrogates (an unpaired \ud800 escape), which no UTF-8 text can hold.
+                raise BadRequest(f"the body is not valid JSON: {unreadable[0]['msg']}") from error
             raise ValidationFailed(
                 _describe(error, "the body"), details=validation_details(error, "body")
             ) from error

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import google.auth
 import google.auth.transport.requests
 from google.api_core import exceptions as gexc
 from google.auth import compute_engine
+from google.auth.credentials import Credentials
 from google.cloud.storage import Blob, Client
 from google.oauth2 import service_account
 
@@ -51,12 +54,45 @@ class BlobStore(Protocol):
     def signed_get_url(self, bucket: str, name: str) -> str: ...
 
 
+class SigningCredentials:
+    """The application default credentials that sign URLs through IAM, looked up once and
+    refreshed only when google-auth says they are no longer valid (expired, or within its
+    refresh margin of expiry), not once per URL. Thread-safe."""
+
+    def __init__(
+        self,
+        default: Callable[[], tuple[Credentials, Any]] = google.auth.default,
+        request: Any = None,
+    ) -> None:
+        self._default = default
+        self._request = request
+        self._credentials: Credentials | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> Credentials:
+        with self._lock:
+            if self._credentials is None:
+                self._credentials, _ = self._default()
+            if not self._credentials.valid:
+                if self._request is None:
+                    # One requests session for every refresh.
+                    self._request = google.auth.transport.requests.Request()
+                self._credentials.refresh(self._request)  # type: ignore[no-untyped-call]
+            return self._credentials
+
+
 class CloudStorage:
     """BlobStore on Google Cloud Storage (or its emulator, through STORAGE_EMULATOR_HOST)."""
 
-    def __init__(self, client: Client, settings: StorageSettings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: StorageSettings,
+        signing: SigningCredentials | None = None,
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._signing = signing or SigningCredentials()
 
     def put(self, bucket: str, name: str, data: bytes, content_type: str) -> StoredObject:
         blob = self._client.bucket(bucket).blob(name)
@@ -132,9 +168,8 @@ class CloudStorage:
             arguments["credentials"] = _key_file_signer(self._settings.signer_key_file)
         else:
             # On Google Cloud the function's credentials hold no private key: sign through the
-            # IAM signBlob API with the service account's own identity and a fresh token.
-            credentials, _ = google.auth.default()
-            credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+            # IAM signBlob API with the service account's own identity and a valid token.
+            credentials = self._signing.current()
             if isinstance(credentials, compute_engine.Credentials):
                 arguments["service_account_email"] = credentials.service_account_email
                 arguments["access_token"] = credentials.token

@@ -3,7 +3,10 @@
 The upload bucket is the only way in. Signed URLs and the direct endpoint both put bytes there,
 and one routine (`UploadIngest.ingest`) validates them and attaches them, run by the storage
 trigger for every finalized object. It is idempotent per (object, generation): a repeated
-event, or the trigger's event for a direct upload already attached, changes nothing.
+event, or the trigger's event for a direct upload already attached, changes nothing. That holds
+for copies delivered at the same moment too: whether this (object, generation) is already
+attached is decided again inside the guarded change, so of concurrent copies only the first to
+claim the revision writes and the others re-plan onto a no-op.
 """
 
 from __future__ import annotations
@@ -53,6 +56,21 @@ class IngestOutcome:
     """attached, rejected, unchanged, ignored"""
     detail: str
     asset: Asset | None = None
+
+
+@dataclass(frozen=True)
+class _Updated:
+    asset: Asset | None
+    """The asset as it stands, or None when it is gone or its slot moved to another object."""
+    wrote: bool
+    """False when the asset already was as `apply` would leave it (another delivery did it)."""
+
+
+def _attached(asset: Asset, name: str, generation: str) -> bool:
+    return asset.image is not None and (
+        asset.image.source_object,
+        asset.image.source_generation,
+    ) == (name, generation)
 
 
 class UploadIngest:
@@ -143,10 +161,7 @@ class UploadIngest:
         if manifest is None or manifest.is_deleted or asset is None:
             self._blobs.delete(bucket, name)
             return IngestOutcome("ignored", f"asset {asset_id} no longer exists; upload removed")
-        if asset.image and (asset.image.source_object, asset.image.source_generation) == (
-            name,
-            generation,
-        ):
+        if _attached(asset, name, generation):
             return IngestOutcome("unchanged", "this upload is already attached", asset)
         if asset.upload.object_name != name:
             # A newer upload slot was opened after this one: the newest intent wins.
@@ -182,11 +197,22 @@ class UploadIngest:
                 state=UploadState.READY, object_name=name, updated_at=utcnow()
             )
 
-        attached = self._update_upload(manifest_id, asset_id, name, attach, content_changed=True)
-        if attached is None:
+        # Checked again inside the change: a concurrent copy of this event may have attached it
+        # since the read above, and then this one must write nothing (no second version bump).
+        updated = self._update_upload(
+            manifest_id,
+            asset_id,
+            name,
+            attach,
+            done=lambda asset: _attached(asset, name, generation),
+            content_changed=True,
+        )
+        if updated.asset is None:
             return IngestOutcome("ignored", "the asset changed meanwhile")
+        if not updated.wrote:
+            return IngestOutcome("unchanged", "this upload is already attached", updated.asset)
         return IngestOutcome(
-            "attached", f"{image.width}x{image.height} {image.content_type}", attached
+            "attached", f"{image.width}x{image.height} {image.content_type}", updated.asset
         )
 
     def _read_and_validate(
@@ -219,10 +245,20 @@ class UploadIngest:
                 state=UploadState.FAILED, object_name=name, error=reason, updated_at=utcnow()
             )
 
-        updated = self._update_upload(manifest_id, asset_id, name, fail, content_changed=False)
+        def failed(asset: Asset) -> bool:
+            upload = asset.upload
+            return (upload.state, upload.object_name, upload.error) == (
+                UploadState.FAILED,
+                name,
+                reason,
+            )
+
+        updated = self._update_upload(
+            manifest_id, asset_id, name, fail, done=failed, content_changed=False
+        )
         self._blobs.delete(bucket, name)
         log.info("upload %s rejected: %s", name, reason)
-        return IngestOutcome("rejected", reason, updated)
+        return IngestOutcome("rejected", reason, updated.asset)
 
     def _update_upload(
         self,
@@ -231,19 +267,27 @@ class UploadIngest:
         name: str,
         apply: Callable[[Asset], None],
         *,
+        done: Callable[[Asset], bool],
         content_changed: bool,
-    ) -> Asset | None:
-        """Applies `apply` to the asset if its upload slot is still `name`."""
+    ) -> _Updated:
+        """Applies `apply` to the asset if its upload slot is still `name` and `done` says it
+        was not applied already. Both are decided on the asset as the guarded change reads it,
+        so concurrent deliveries of one event write once: the losers of the revision claim
+        re-plan, find it done and write nothing."""
 
-        def plan(manifest: Manifest) -> ManifestChange[Asset | None]:
+        def plan(manifest: Manifest) -> ManifestChange[_Updated]:
             before = self._repo.get_asset(manifest_id, asset_id)
-            if before is None or before.upload.object_name != name:
-                return ManifestChange(manifest, None)
+            if before is None:
+                return ManifestChange(manifest, _Updated(None, wrote=False))
+            if done(before):
+                return ManifestChange(manifest, _Updated(before, wrote=False))
+            if before.upload.object_name != name:
+                return ManifestChange(manifest, _Updated(None, wrote=False))
             after = before.model_copy(deep=True)
             apply(after)
             return ManifestChange(
                 manifest,
-                after,
+                _Updated(after, wrote=True),
                 content_changed=content_changed,
                 updated_assets=[(before, after)],
                 summary=f"upload of {asset_id}",

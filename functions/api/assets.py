@@ -7,7 +7,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from functions.api.media import media_redirect
 from functions.http import Call, Reply, Route
 from functions.services import services
-from shared.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType
+from shared.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    UploadRejected,
+)
 from shared.models.assets import AssetCreate, AssetUpdate, UploadUrlRequest
 from shared.models.views import AssetList, AssetView, UploadResult, UploadTicketView
 
@@ -51,7 +57,7 @@ def upload_url(call: Call) -> UploadTicketView:
     )
 
 
-def upload(call: Call) -> Reply:
+def upload(call: Call) -> UploadResult:
     """multipart/form-data with one part named `file`."""
     request = call.request
     limit = services().settings.storage.max_upload_bytes
@@ -69,12 +75,18 @@ def upload(call: Call) -> Reply:
         raise PayloadTooLarge(f"the image is larger than {limit} bytes")
     content_type = part.mimetype or "application/octet-stream"
     outcome = services().uploads.direct_upload(call.identity, *_ids(call), data, content_type)
-    result = UploadResult(
+    if outcome.status == "rejected":
+        # Recorded on the asset (upload state failed, with the reason) and answered in the
+        # one error shape, like every other 4xx.
+        raise UploadRejected(
+            f"the upload was rejected: {outcome.detail}",
+            details=[{"outcome": outcome.status, "detail": outcome.detail}],
+        )
+    return UploadResult(
         outcome=outcome.status,
         detail=outcome.detail,
         asset=AssetView.of(outcome.asset) if outcome.asset else None,
     )
-    return Reply(422 if outcome.status == "rejected" else 200, result)
 
 
 def _redirect(call: Call, thumbnail: bool) -> Reply:

@@ -272,6 +272,8 @@ class LocalStack:
         self.external_firestore_resettable = False
         self._die_with_parent = die_with_parent
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._spawned: dict[str, tuple[list[str], Path, dict[str, str] | None]] = {}
+        """How each child was started: one that dies while starting is started once more."""
         self._tasks_client: Any = None
 
     # -- where things are ---------------------------------------------------------------------
@@ -558,6 +560,7 @@ class LocalStack:
         cwd: Path = ROOT,
         env: dict[str, str] | None = None,
     ) -> None:
+        self._spawned[name] = (argv, cwd, env)
         log = self.log_path(name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
@@ -582,8 +585,21 @@ class LocalStack:
         )
 
     def _wait(self, name: str, healthy: Callable[[], bool], deadline: float) -> None:
-        child = self._children.get(name)
+        child, retried = self._children.get(name), False
         while True:
+            if child is not None and child.poll() is not None and not retried:
+                # A start can die of a race outside our code (gRPC's poller has aborted a
+                # function's start on a loaded machine): start it once more before failing.
+                retried = True
+                died = _log_tail(self.log_path(name))
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)  # what is left of its group, port too
+                argv, cwd, env = self._spawned[name]
+                self._spawn(name, argv, cwd=cwd, env=env)
+                with self.log_path(name).open("ab") as log:
+                    log.write(f"(started again after: {died})\n".encode())
+                child = self._children[name]
+                continue
             if child is not None and child.poll() is not None:
                 raise StackError(
                     f"{name} exited with status {child.returncode}; "

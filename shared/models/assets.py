@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 from pydantic.json_schema import SkipJsonSchema
 
 from shared.models.common import Description, Document, Name, RequestBody, TagList, utcnow
@@ -152,7 +152,7 @@ class Asset(Document):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-SortOrderValue = Annotated[int, Field(ge=0, le=1_000_000)]
+SortOrderValue = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
 
 
 class AssetCreate(RequestBody):
@@ -183,5 +183,5 @@ AcceptedContentType = Literal["image/png", "image/jpeg", "image/webp"]
 
 class UploadUrlRequest(RequestBody):
     content_type: AcceptedContentType
-    size_bytes: int = Field(gt=0)
+    size_bytes: StrictInt = Field(gt=0)
     """Announced size; the signed URL only accepts a body up to this size."""

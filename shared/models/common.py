@@ -54,7 +54,8 @@ DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 class RequestBody(BaseModel):
     """Base of every JSON body a client sends: unknown fields are an error, not silently
-    dropped. Booleans are StrictBool wherever they appear: 0 is no boolean."""
+    dropped. Booleans are StrictBool and integers StrictInt wherever they appear: 0 is no
+    boolean, and true, 1.0 or "1" is no integer."""
 
     model_config = ConfigDict(extra="forbid")
 

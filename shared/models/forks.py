@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, StrictInt
 
 from shared.models.assets import AcceptedContentType, AssetType
 from shared.models.checkpoints import Prompt, SceneEdit, Text
@@ -12,7 +12,8 @@ from shared.models.common import Description, DocumentId, Name, RequestBody, Tag
 from shared.models.projects import RunThrough
 from shared.pipeline.catalog import ImageModelName, TextModelName, VideoModelName
 
-SceneIndex = Annotated[int, Field(ge=0, le=999)]
+SceneIndex = Annotated[StrictInt, Field(ge=0, le=999)]
+"""Strict: true is no scene; as an object key (JSON keys are strings) it is parsed from digits."""
 
 
 class ForkOverrides(RequestBody):
@@ -30,7 +31,7 @@ class UploadAnnouncement(RequestBody):
     """The image a fork waits for: with its type and size, the fork answers a signed URL."""
 
     content_type: AcceptedContentType | None = None
-    size_bytes: int | None = Field(default=None, gt=0)
+    size_bytes: StrictInt | None = Field(default=None, gt=0)
 
 
 class AssetModification(UploadAnnouncement):

@@ -80,8 +80,8 @@ class GenerateRequest(RequestBody):
     name: Name | None = None
     style: str | None = Field(default=None, max_length=500)
     aspect_ratio: Literal["16:9", "9:16"] = "16:9"
-    clip_seconds: int = Field(default=4, ge=1, le=60)
-    total_seconds: int = Field(default=16, ge=1, le=600)
+    clip_seconds: StrictInt = Field(default=4, ge=1, le=60)
+    total_seconds: StrictInt = Field(default=16, ge=1, le=600)
     audio: StrictBool = False
     text_model: TextModelName = "local-storyboard-1"
     image_model: ImageModelName = "local-keyframe-1"

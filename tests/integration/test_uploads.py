@@ -8,7 +8,8 @@ import zlib
 
 import requests
 
-from shared.clients import storage_client
+from shared.clients import firestore_client, storage_client
+from shared.models.assets import Asset
 from tests.integration.conftest import Api, Events, image_bytes
 
 
@@ -129,7 +130,11 @@ def test_a_decompression_bomb_is_rejected(api: Api, settings) -> None:  # type: 
         "POST", f"{path}/upload", data={"file": (io.BytesIO(bomb), "bomb.png", "image/png")}
     )
     assert response.status_code == 422
-    assert "too many pixels" in response.get_json()["detail"]
+    error = response.get_json()["error"]
+    assert (error["code"], error["status"]) == ("upload_rejected", 422)
+    assert "too many pixels" in error["message"]
+    assert error["details"][0]["outcome"] == "rejected"
+    assert api.ok("GET", path)["upload"]["state"] == "failed"
 
 
 def test_a_direct_upload_attaches_in_the_request_and_its_event_is_a_no_op(
@@ -206,3 +211,52 @@ def test_a_newer_upload_supersedes_an_older_pending_one(api: Api, events: Events
 
     assert asset["image"]["sha256"] == hashlib.sha256(stored.download_as_bytes()).hexdigest()
     assert object_generation(settings.storage.upload_bucket, old["object_name"]) is None
+
+
+def test_concurrent_copies_of_one_event_attach_the_upload_once(
+    api: Api, events: Events, settings
+) -> None:  # type: ignore[no-untyped-def]
+    """Eventarc delivers at least once, and copies can arrive together: four deliveries of one
+    (object, generation) at the same moment still make one change."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    manifest_id, asset_id, path = setup_asset(api)
+    ticket = put_through_signed_url(api, path, image_bytes("PNG", (400, 300)), "image/png")
+    generation, size = object_generation(settings.storage.upload_bucket, ticket["object_name"])  # type: ignore[misc]
+    version_before = api.ok("GET", f"/manifests/{manifest_id}")["manifest"]["version"]
+
+    copies = 4
+    start = threading.Barrier(copies)
+
+    def deliver(_: int) -> int:
+        own = Events(events.client.application.test_client())
+        start.wait(timeout=30)
+        response = own.finalized(
+            settings.storage.upload_bucket, ticket["object_name"], generation, size
+        )
+        return int(response.status_code)
+
+    with ThreadPoolExecutor(copies) as pool:
+        statuses = list(pool.map(deliver, range(copies)))
+    assert statuses == [200] * copies
+
+    assert api.ok("GET", f"/manifests/{manifest_id}")["manifest"]["version"] == version_before + 1
+    assert api.ok("GET", path)["upload"]["state"] == "ready"
+    manifest_doc = firestore_client().collection("manifests").document(manifest_id)
+    stored = [Asset.model_validate(s.to_dict()) for s in manifest_doc.collection("assets").stream()]
+    assert [a.id for a in stored] == [asset_id]
+    image = stored[0].image
+    assert image is not None
+    assert (image.source_object, image.source_generation) == (ticket["object_name"], generation)
+    thumbnails = [
+        blob.name
+        for blob in storage_client().list_blobs(settings.storage.media_bucket)
+        if blob.name.endswith("/thumbnail.webp")
+    ]
+    assert thumbnails == [image.thumbnail_object_name]
+    # One write attached it: the other copies found it attached and wrote nothing.
+    summaries = [
+        (r.to_dict() or {}).get("summary") for r in manifest_doc.collection("revisions").stream()
+    ]
+    assert summaries.count(f"upload of {asset_id}") == 1
