@@ -22,6 +22,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 
+from shared import logs
 from shared.auth import Identity, IdentityVerifier
 from shared.errors import (
     BadRequest,
@@ -214,7 +215,8 @@ class JsonApi:
             query=self._query(route, request),
             request=request,
         )
-        result = route.handler(call)
+        with logs.log_context(owner_id=identity.uid or None):
+            result = route.handler(call)
         if isinstance(result, Reply):
             response = self._json(result.status, result.body)
             response.headers.update(result.headers)

@@ -9,18 +9,64 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from functools import lru_cache
+from typing import Any
 
 import flask
 import functions_framework
 from cloudevents.http.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, ValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
 
 from functions.api.app import api_app
+from functions.http import ID_SHAPE
 from functions.services import services
+from shared import logs
+from shared.settings import get_settings
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# JSON lines in Cloud Logging's format, or text with FRAMEFORK_LOG_FORMAT=text: chosen on the
+# first line written, not here (shared/logs.py).
+logs.configure()
 log = logging.getLogger("framefork.functions")
+requests_log = logging.getLogger("framefork.functions.requests")
+
+PATH_IDS = {"manifest_id": "manifest_id", "project_id": "project_id", "job_id": "job_id",
+            "index": "scene"}  # fmt: skip
+"""Path parameters that name what a request works on, and the log field each becomes."""
+
+
+@lru_cache(maxsize=1)
+def _route_map() -> Map:
+    """The API's rules, matched once more only to name a request's route in its log line."""
+    routes = api_app().routes
+    return Map(
+        [Rule(r.path, methods=[r.method], endpoint=r.path) for r in routes], strict_slashes=False
+    )
+
+
+def _route_of(request: flask.Request) -> tuple[str | None, dict[str, Any]]:
+    try:
+        rule, path = _route_map().bind("api", path_info=request.path).match(method=request.method)
+    except HTTPException:  # no such path or method: answered 404 or 405 by the API
+        return None, {}
+    # Only ids of the shape this API issues: another answers 404 and names nothing.
+    ids = {
+        PATH_IDS[k]: v
+        for k, v in path.items()
+        if k in PATH_IDS and (not k.endswith("_id") or ID_SHAPE.match(str(v)))
+    }
+    return str(rule), ids
+
+
+def _client_ip(request: flask.Request) -> str | None:
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    return forwarded.split(",")[0].strip() or request.remote_addr
+
+
+def _trace(request: flask.Request) -> dict[str, Any]:
+    return logs.trace_fields(request.headers.get(logs.TRACE_HEADER), get_settings().project_id)
 
 
 @functions_framework.errorhandler(HTTPException)  # type: ignore[untyped-decorator]
@@ -41,7 +87,29 @@ def framework_error(error: HTTPException) -> flask.Response:
 
 @functions_framework.http
 def api(request: flask.Request) -> flask.Response:
-    return api_app()(request)
+    started = time.perf_counter()
+    route, ids = _route_of(request)
+    status = 500  # what functions-framework answers if the API itself raises
+    response: flask.Response | None = None
+    with logs.log_context(**_trace(request), **ids):
+        try:
+            response = api_app()(request)
+            status = response.status_code
+            return response
+        finally:
+            logs.request_line(
+                requests_log,
+                method=request.method,
+                route=route,
+                url=request.url,
+                status=status,
+                latency_s=time.perf_counter() - started,
+                user_agent=request.user_agent.string or None,
+                remote_ip=_client_ip(request),
+                request_size=request.content_length,
+                response_size=None if response is None else response.calculate_content_length(),
+                protocol=request.environ.get("SERVER_PROTOCOL"),
+            )
 
 
 @functions_framework.http
@@ -60,7 +128,11 @@ def run_stage(request: flask.Request) -> flask.Response:
             "run_stage: unusable task %s: %s", request.headers.get("X-CloudTasks-TaskName"), error
         )
         return answer(200, {"outcome": "rejected"})
-    outcome = services().pipeline.run(task)
+    scene = task.keyframe.scene if task.keyframe else None
+    with logs.log_context(
+        **_trace(request), project_id=task.project_id, stage=task.stage.value, scene=scene
+    ):
+        outcome = services().pipeline.run(task)
     if outcome is StageOutcome.NOT_READY:
         # Retried later like any non-2xx; not 503 or 429, which make Cloud Tasks slow the
         # whole queue down.

@@ -14,21 +14,25 @@ from PIL import Image
 from pydantic import BaseModel
 
 from model_service.tasks_app import tasks_app
+from shared import logs
 from shared.manifesting.ports import Description
 from shared.models.assets import AssetType, BoundingBox
 
 
 def _log_our_modules() -> None:
     """BentoML configures logging for its own loggers only; ours (the chosen onnxruntime
-    provider, job progress) must reach the service's log too."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("model_service", "shared"):
+    provider, job progress) must reach the service's log too, as JSON lines in Cloud
+    Logging's format (text with FRAMEFORK_LOG_FORMAT=text; shared/logs.py). BentoML's own
+    handlers write JSON too in JSON mode, so that its tracebacks stay one entry each."""
+    handler = logs.handler()
+    for name in ("model_service", "shared", "framefork"):
         logger = logging.getLogger(name)
         if not logger.handlers:
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
             logger.propagate = False
+    for name in ("", "bentoml"):
+        logs.adopt(logging.getLogger(name))
 
 
 _log_our_modules()

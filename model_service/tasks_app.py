@@ -16,10 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from shared import logs
 from shared.clients import firestore_client
 from shared.manifesting.engine import RunOutcome
 from shared.models.common import utcnow
 from shared.models.jobs import JobTask
+from shared.settings import get_settings
 
 log = logging.getLogger("framefork.model_service.tasks")
 RETRY_AFTER_S = "30"
@@ -49,7 +51,9 @@ async def run_job(request: Request) -> JSONResponse:
     except (ValueError, ValidationError) as error:
         await run_in_threadpool(record_bad_task, request, body, str(error))
         return JSONResponse({"outcome": "rejected", "reason": "unusable payload"}, status_code=200)
-    outcome = await run_in_threadpool(engine().run, task.job_id)
+    trace = logs.trace_fields(request.headers.get(logs.TRACE_HEADER), get_settings().project_id)
+    with logs.log_context(job_id=task.job_id, **trace):
+        outcome = await run_in_threadpool(engine().run, task.job_id)
     if outcome is RunOutcome.BUSY:
         # Another delivery holds the lease; Cloud Tasks retries with backoff, and the lease
         # expires if that delivery died. Not 503 or 429: those make Cloud Tasks slow the

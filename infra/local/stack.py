@@ -92,6 +92,8 @@ class ProcessRecord:
     """Start time from /proc, so a recycled pid is never mistaken for ours."""
     argv: list[str]
     log: str
+    tag: str = ""
+    """The value of TAG_VARIABLE in its environment, which every descendant inherits."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +134,46 @@ def _ours(record: ProcessRecord) -> bool:
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+# Set to a value of its own in the environment of every process the stack starts. A descendant
+# that leaves the process group (BentoML's worker calls setsid) or outlives its parent (then
+# reparented to init) still inherits it, so it is how stop() finds such processes.
+TAG_VARIABLE = "LOCAL_STACK_TAG"
+
+
+def _tagged(tag: str) -> list[int]:
+    """Live processes whose environment carries this tag (our own user's: others' environ is
+    unreadable). Recycled pids are no risk: the tag is random per start."""
+    if not tag:
+        return []
+    needle = f"\0{TAG_VARIABLE}={tag}\0".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:  # gone, another user's, a kernel thread
+            continue
+        if needle in b"\0" + environ:
+            stat = _proc_stat(int(entry))
+            if stat and stat[0] not in ("Z", "X"):
+                found.append(int(entry))
+    return found
+
+
+def _signal_all(record: ProcessRecord, signum: int) -> None:
+    """The record's process group, and every process of its tag outside that group."""
+    _signal_group(record.pid, signum)
+    for pid in _tagged(record.tag):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def _left(record: ProcessRecord) -> bool:
+    """Whether anything the record started still lives, in its group or out of it."""
+    return bool(_group_members(record.pid)) or bool(_tagged(record.tag))
 
 
 _PR_SET_PDEATHSIG = 1
@@ -345,6 +387,7 @@ class LocalStack:
             "STORAGE_EMULATOR_HOST": self.storage_url,
             "CLOUD_TASKS_EMULATOR_HOST": self.tasks_host,
             "FRAMEFORK_ENVIRONMENT": "local",
+            "FRAMEFORK_LOG_FORMAT": "text",  # readable lines in .local/…/logs; JSON elsewhere
             "FRAMEFORK_AUTH__MODE": "development",
             "FRAMEFORK_STORAGE__UPLOAD_BUCKET": self.upload_bucket,
             "FRAMEFORK_STORAGE__MEDIA_BUCKET": self.media_bucket,
@@ -561,13 +604,14 @@ class LocalStack:
         env: dict[str, str] | None = None,
     ) -> None:
         self._spawned[name] = (argv, cwd, env)
+        tag = secrets.token_hex(8)
         log = self.log_path(name)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
             child = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), TAG_VARIABLE: tag},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -582,6 +626,7 @@ class LocalStack:
             start_ticks=stat[2] if stat else 0,
             argv=argv,
             log=str(log),
+            tag=tag,
         )
 
     def _wait(self, name: str, healthy: Callable[[], bool], deadline: float) -> None:
@@ -592,8 +637,14 @@ class LocalStack:
                 # function's start on a loaded machine): start it once more before failing.
                 retried = True
                 died = _log_tail(self.log_path(name))
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)  # what is left of its group, port too
+                # What is left of it, port too: its group and what left the group (BentoML's
+                # worker holds the model service's socket in a session of its own).
+                dead = self.processes[name]
+                _signal_all(dead, signal.SIGKILL)
+                released = time.monotonic() + 2.0  # SIGKILL lands asynchronously
+                while _left(dead) and time.monotonic() < released:
+                    child.poll()
+                    time.sleep(0.05)
                 argv, cwd, env = self._spawned[name]
                 self._spawn(name, argv, cwd=cwd, env=env)
                 with self.log_path(name).open("ab") as log:
@@ -708,17 +759,19 @@ class LocalStack:
 
     def _stop_names(self, names: list[str], grace_s: float = 5.0) -> None:
         records = [self.processes[n] for n in names if n in self.processes]
-        live = [r for r in records if _ours(r)]
+        # A record whose group is gone may still have tagged descendants elsewhere (the model
+        # service's worker after its parent was killed).
+        live = [r for r in records if _ours(r) or _tagged(r.tag)]
         for record in live:
-            _signal_group(record.pid, signal.SIGTERM)
+            _signal_all(record, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while live and time.monotonic() < deadline:
             self._reap()
-            live = [r for r in live if _group_members(r.pid)]
+            live = [r for r in live if _left(r)]
             if live:
                 time.sleep(0.05)
         for record in live:
-            _signal_group(record.pid, signal.SIGKILL)
+            _signal_all(record, signal.SIGKILL)
         for record in records:
             child = self._children.pop(record.name, None)
             if child is not None:

@@ -26,6 +26,8 @@ locals {
     "cloudresourcemanager.googleapis.com",
     "cloudtasks.googleapis.com",
     "eventarc.googleapis.com",
+    # Firestore security rules (firestore_rules.tf): what clients may listen to.
+    "firebaserules.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
     # Signed URLs are signed through IAM signBlob: the functions hold no private key.

@@ -234,7 +234,10 @@ class CheckpointService:
         def plan(project: Project) -> ProjectChange[tuple[Scene, KeyframeJob]]:
             _, draft, scene = self._editable(project, checkpoint_id, index, ArtifactKind.KEYFRAME)
             key = f"{ArtifactKind.KEYFRAME.value}:{index}"
-            version = project.versions.get(key, 1) + 1
+            # Past every re-roll the scene carries too (a fork's scenes bring their source's):
+            # the version is the re-roll, so a regeneration always asks for a new result.
+            rolled = max(scene.start_frame_reroll, scene.end_frame_reroll)
+            version = max(project.versions.get(key, 1), rolled) + 1
             project.versions[key] = version
             draft.pending.append(PendingKeyframe(scene=index, frame=body.frame, version=version,
                                                  prompt=body.prompt))  # fmt: skip
@@ -244,8 +247,18 @@ class CheckpointService:
                                  draft=draft)  # fmt: skip
 
         scene, job = self._repo.change(project_id, plan)
-        self._runner.enqueue_keyframe(self._projects.owned(identity, project_id), job)
+        try:
+            self._runner.enqueue_keyframe(self._projects.owned(identity, project_id), job)
+        except Exception:
+            self._repo.change(project_id, lambda p: self._drop_pending(p, job))
+            raise
         return scene, job.version
+
+    def _drop_pending(self, project: Project, job: KeyframeJob) -> ProjectChange[None]:
+        """A regeneration whose task could not be queued must not hold the draft forever."""
+        draft = self._repo.draft(project.id, job.checkpoint_id)
+        draft.pending = [p for p in draft.pending if p.version != job.version]
+        return ProjectChange(project, None, summary="regeneration not queued", draft=draft)
 
     def upload_keyframe(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int,
@@ -268,9 +281,16 @@ class CheckpointService:
             checkpoint, draft, scene = self._editable(
                 project, checkpoint_id, index, ArtifactKind.KEYFRAME
             )
-            pinned = sorted({*scene.pinned, f"{frame}_frame"})
+            role = f"{frame}_frame"
+            fields = {
+                f"{role}_object": name, "pinned": sorted({*scene.pinned, role}),
+                # An upload is an input: no basis, and not reused from anywhere.
+                "bases": {k: v for k, v in scene.bases.items() if k != role},
+                "reused_from": {k: v.model_dump(mode="json")
+                                for k, v in scene.reused_from.items() if k != role},
+            }  # fmt: skip
             return self._record(project, checkpoint, draft, scene, ArtifactKind.KEYFRAME,
-                                "uploaded", {f"{frame}_frame_object": name, "pinned": pinned})  # fmt: skip
+                                "uploaded", fields)  # fmt: skip
 
         return self._repo.change(project_id, plan)
 
@@ -286,7 +306,9 @@ class CheckpointService:
                 project, checkpoint_id, index, ArtifactKind.CLIP
             )
             key = f"{ArtifactKind.CLIP.value}:{index}"
-            fields: dict[str, Any] = {"clip_reroll": project.versions.get(key, 1) + 1}
+            fields: dict[str, Any] = {
+                "clip_reroll": max(project.versions.get(key, 1), scene.clip_reroll) + 1
+            }
             if body.motion_prompt:
                 fields["motion_prompt"] = body.motion_prompt
             if index not in draft.redo_clips:

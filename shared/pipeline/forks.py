@@ -182,7 +182,9 @@ class ForkService:
                     f"{awaited[i].manifest_tag} ({awaited[i].name})" if i in awaited else i
                     for i in missing
                 )
-                return self._fail(project, f"the fork's images did not arrive in time: {names}")
+                return self._fail(
+                    project, task, f"the fork's images did not arrive in time: {names}"
+                )
             return self._wait(project, task)
         if project.fork_job_id is None:
             started = self._manifesting.start(identity, project.manifest_id)
@@ -192,7 +194,9 @@ class ForkService:
         if job is None or not job.status.is_final:
             return self._wait(project, task)
         if job.status is JobStatus.FAILED:
-            return self._fail(project, f"the fork's new images could not be processed: {job.error}")
+            return self._fail(
+                project, task, f"the fork's new images could not be processed: {job.error}"
+            )
         self._usage.snapshot_for_generation(identity, project.manifest_id, project.id)
         by_tag = {a.manifest_tag: a for a in self._runner.snapshot_assets(project).values()}
         new_tags = {a.manifest_tag for a in awaited.values()}
@@ -213,9 +217,9 @@ class ForkService:
         )
         return StageOutcome.WAITING
 
-    def _fail(self, project: Project, cause: str) -> StageOutcome:
+    def _fail(self, project: Project, task: StageTask, cause: str) -> StageOutcome:
         def plan(p: Project) -> ProjectChange[None]:
-            if p.status is not ProjectStatus.AWAITING_UPLOADS:
+            if p.status is not ProjectStatus.AWAITING_UPLOADS or p.run != task.run:
                 return unchanged(p, None)
             p.status = ProjectStatus.FAILED
             p.error = StageError(stage=Stage.STORYBOARD, cause=cause)
@@ -296,7 +300,9 @@ class ForkService:
             project.manifest_id = forked.manifest.id
             project.snapshot_id = project.id
         by_id = {a.id: a for a in forked.assets} if forked else {}
-        scenes = [] if rewrite else self._scenes(project, checkpoint, body, by_id)
+        scenes = (
+            [] if rewrite else self._scenes(project, checkpoint, body, by_id, forked is not None)
+        )
         if rewrite:
             plan = Plan(stages=[], steps=[PlanStep(stage=Stage.STORYBOARD, scene=None,
                                                    artifact="storyboard", action="make")],
@@ -412,6 +418,10 @@ class ForkService:
             names = sorted(differ)
             if asset.id in replaced:
                 # Made anew from the image to come: nothing of the old image's face or text.
+                # Its description was of the old image: it goes too, unless the fork wrote one.
+                differ |= {
+                    k: None for k in ("reverse_prompt", "visual_description") if k not in fields
+                }
                 differ |= {"image": None, "face_embedding": None, "face_bbox": None,
                            "face_group_id": None, "is_face_group_primary": False,
                            **dict.fromkeys(MARKERS)}  # fmt: skip
@@ -446,8 +456,9 @@ class ForkService:
 
     @staticmethod
     def _scenes(
-        project: Project, checkpoint: Checkpoint, body: ForkRequest, by_id: dict[str, Asset]
-    ) -> list[Scene]:
+        project: Project, checkpoint: Checkpoint, body: ForkRequest, by_id: dict[str, Asset],
+        has_manifest: bool,
+    ) -> list[Scene]:  # fmt: skip
         """The checkpoint's scenes as the fork's storyboard: deleted ones left out, edits
         applied, tags of removed assets dropped (references chosen again), media cleared for
         the stages to find again."""
@@ -465,7 +476,7 @@ class ForkService:
                     f"does not have; it has {', '.join(sorted(by_tag)) or 'none'}"
                 )
             after = Scene.model_validate({**scene.model_dump(), **fields})
-            kept_tags = [t for t in after.asset_tags if t in by_tag or not by_id]
+            kept_tags = [t for t in after.asset_tags if t in by_tag or not has_manifest]
             if kept_tags != after.asset_tags or {"asset_tags", "shot_type"} & fields.keys():
                 after.asset_tags = kept_tags
                 after.reference_asset_ids = choose_references(after.shot_type, kept_tags, by_tag)

@@ -117,7 +117,8 @@ def keyframe_specs(
     user uploaded)."""
     by_tag = {a.manifest_tag: a for a in by_id.values()}
     references = [i for i in scene.reference_asset_ids if i in by_id and by_id[i].image]
-    hashes = [by_id[i].image.sha256 for i in references]  # type: ignore[union-attr]
+    # The model sees each image labelled with its tag: the pairing is part of the input.
+    hashes = [f"{by_id[i].manifest_tag}:{by_id[i].image.sha256}" for i in references]  # type: ignore[union-attr]
     specs = []
     for role, words, reroll in (
         ("start_frame", scene.keyframe_prompt, scene.start_frame_reroll),

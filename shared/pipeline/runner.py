@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -314,10 +314,13 @@ class PipelineRunner:
         overwrite the scenes its successor prepared, so it checks its run before each write."""
         if not changes:
             return
+        self._check_run(project)
+        self._projects.save_scenes(project.id, changes)
+
+    def _check_run(self, project: Project) -> None:
         current = self._projects.get(project.id)
         if current is None or current.is_deleted or current.run != project.run:
             raise StaleRun(project.id)
-        self._projects.save_scenes(project.id, changes)
 
     # ----- the index ---------------------------------------------------------------------------
 
@@ -390,6 +393,7 @@ class PipelineRunner:
                     remapped_tags=placed.remapped, reference_asset_ids=placed.reference_asset_ids,
                 )
             )  # fmt: skip
+        self._check_run(project)  # a delivery of an older run must not replace the new scenes
         self._projects.put_scenes(project.id, scenes)
         return True
 
@@ -414,10 +418,10 @@ class PipelineRunner:
             data = self._blobs.get(
                 self._bucket, asset.image.object_name, max_bytes=MAX_REFERENCE_BYTES
             )
-            if data is not None:
-                references.append(
-                    ReferenceImage(asset.manifest_tag, data, asset.image.content_type)
-                )
+            if data is None:
+                # Its basis names this image: making the keyframe without it would index a lie.
+                raise ProviderError(f"the reference image of {asset.manifest_tag} is missing")
+            references.append(ReferenceImage(asset.manifest_tag, data, asset.image.content_type))
         return references
 
     def make_keyframe(
@@ -621,25 +625,38 @@ class PipelineRunner:
         role = f"{job.frame}_frame"
         spec = next(s for s in keyframe_specs(project, wanted, by_id) if s.role == role)
         known = self.index.find(project.owner_id, [spec.digest])
-        failure, fields = None, {}
+        failure, made = None, None
         try:
-            entry, _ = self.make_keyframe(
+            made, _ = self.make_keyframe(
                 project, self._providers(project), spec, by_id, known, job.scene, checkpoint.id
             )
-            fields = {**changes, f"{role}_object": entry.object_name,
-                      "bases": {**scene.bases, role: spec.digest}}  # fmt: skip
         except ProviderError as error:
             failure = f"scene {job.scene} {job.frame} frame: {error}"
 
         def record(p: Project) -> ProjectChange[None]:
             current = self._projects.draft(p.id, job.checkpoint_id)
             still = next((x for x in current.pending if x.version == job.version), None)
-            if still is None:
+            if still is None or checkpoint is None:
                 return unchanged(p, None)
             current.pending.remove(still)
             artifacts = []
-            if failure is None:
-                current.scenes.setdefault(str(job.scene), {}).update(fields)
+            if made is not None:
+                # From the draft as it stands now: edits that landed meanwhile (an upload of
+                # the other frame, a newer regeneration of this one) are kept.
+                now = next(
+                    s for s in scenes_with_draft(checkpoint, current) if s.index == job.scene
+                )
+                fields: dict[str, Any] = {
+                    **{k: v for k, v in changes.items() if k != "pinned"},
+                    f"{role}_object": made.object_name,
+                    "pinned": [r for r in now.pinned if r != role],
+                    "bases": {**now.bases, role: spec.digest},
+                    "reused_from": {k: v.model_dump(mode="json")
+                                    for k, v in now.reused_from.items() if k != role},
+                }  # fmt: skip
+                newer = getattr(now, f"{role}_reroll") > job.version
+                if not newer:
+                    current.scenes.setdefault(str(job.scene), {}).update(fields)
                 artifacts.append(
                     ArtifactVersion(
                         id=f"keyframe-{job.scene}-v{job.version}", checkpoint_id=job.checkpoint_id,
@@ -648,7 +665,7 @@ class PipelineRunner:
                     )
                 )  # fmt: skip
             else:
-                current.failed.append(failure)
+                current.failed.append(failure or "the keyframe could not be made")
             ledger_from(p, Stage.KEYFRAMES, self.index.spend(p.id, Stage.KEYFRAMES))
             return ProjectChange(p, None, summary="keyframe regenerated", draft=current,
                                  artifacts=artifacts)  # fmt: skip

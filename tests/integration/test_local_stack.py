@@ -24,7 +24,15 @@ from google.cloud import (  # type: ignore[attr-defined]
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.oauth2 import service_account
 
-from infra.local.stack import ROOT, LocalStack, ResetUnavailable, _group_members
+from infra.local.stack import (
+    ROOT,
+    LocalStack,
+    ResetUnavailable,
+    _group_members,
+    _tagged,
+    free_port,
+    port_is_free,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -297,3 +305,44 @@ def test_up_is_safe_twice_and_down_leaves_no_process_behind(tmp_path: Path) -> N
     assert all(_group_members(pid) == [] for pid in pids)
     assert not (tmp_path / "stack.json").exists()
     assert cli("status").returncode == 1
+
+
+# Stands in for `bentoml serve`: the parent opens the listening socket and forks a worker that
+# inherits it and calls setsid, as BentoML's (circus's) worker does, out of the parent's group.
+_ARBITER_AND_WORKER = """
+import os, socket, sys, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", int(sys.argv[1])))
+listener.listen()
+if os.fork() == 0:
+    os.setsid()
+    print("worker", os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_stop_ends_a_worker_that_left_the_group_and_outlived_its_parent(tmp_path: Path) -> None:
+    # Fast and without the stack: one process started the way start_functions starts models.
+    stack = LocalStack(tmp_path, die_with_parent=True)
+    port = free_port()
+    stack._spawn("models", [sys.executable, "-c", _ARBITER_AND_WORKER, str(port)])
+    record = stack.processes["models"]
+    log = Path(record.log)
+    try:
+        assert wait_until(lambda: "worker" in log.read_text())
+        worker = int(log.read_text().split()[1])
+        assert worker not in _group_members(record.pid)
+        # The parent dies (killed with its group, as a stop or a failed start did before): the
+        # worker lives on and holds the port, so starting the service again could not bind it.
+        os.killpg(record.pid, 9)
+        assert wait_until(lambda: _group_members(record.pid) == [])
+        assert _tagged(record.tag) == [worker]
+        assert not port_is_free(port)
+
+        stack.stop(grace_s=2.0)
+
+        assert wait_until(lambda: port_is_free(port), timeout=3)
+        assert _tagged(record.tag) == []
+    finally:
+        for pid in _tagged(record.tag):
+            os.kill(pid, 9)

@@ -834,3 +834,32 @@ def test_every_project_list_query_has_its_index() -> None:
         fields = [f for f in equality if narrowed or f not in optional]
         wanted = (*((f, "ASCENDING") for f in fields), (sort_field, direction))
         assert wanted in project_indexes, wanted
+
+
+# --- Firestore security rules ----------------------------------------------------------------
+
+
+def test_the_firestore_rules_file_is_released_to_the_database() -> None:
+    (ruleset,) = resources("google_firebaserules_ruleset").values()
+    (release,) = resources("google_firebaserules_release").values()
+    (source,) = ruleset["source"]
+    (rules_file,) = source["files"]
+    # A toset([...]) call, which the parser keeps as its text.
+    services = str(locals_()["services"])
+
+    # The file the unit tests check (tests/unit/test_firestore_rules.py) is the one deployed.
+    assert rules_file["name"] == "firestore.rules"
+    assert rules_file["content"] == '${file("${path.module}/firestore.rules")}'
+    assert (TF_DIR / "firestore.rules").is_file()
+    # A new ruleset exists before the release moves to it; the old one goes after.
+    assert ruleset["lifecycle"] == [{"create_before_destroy": True}]
+    # The release Firestore reads its rules from, named after the database itself.
+    assert release["name"] == (
+        '${(google_firestore_database.main.name == "(default)" ? "cloud.firestore" : '
+        '"cloud.firestore/${google_firestore_database.main.name}")}'
+    )
+    assert release["ruleset_name"] == (
+        "projects/${var.project_id}/rulesets/${google_firebaserules_ruleset.firestore.name}"
+    )
+    assert resources("google_firestore_database")["main"]["name"] == "(default)"
+    assert "firebaserules.googleapis.com" in services, services
