@@ -357,3 +357,34 @@ def test_a_new_style_writes_a_new_storyboard_and_reuses_what_still_matches(
     assert calls.counts()["text"] == 1
     reused = sum(len(s["reused_from"]) for s in done["scenes"])
     assert calls.counts()["image"] + reused >= 8, "every keyframe was made or reused"
+
+
+def test_a_regeneration_in_a_fork_asks_for_a_new_result_past_its_sources_rerolls(
+    api: Api, tasks: Tasks, calls: Calls
+) -> None:
+    source = finished(api, tasks)
+    keyframes = next(c["id"] for c in api.ok("GET", f"/projects/{source}/checkpoints")["items"]
+                     if c["stage"] == "keyframes")  # fmt: skip
+    api.ok("POST", f"/projects/{source}/checkpoints/{keyframes}/scenes/0/keyframe/regenerate", 202)
+    tasks.deliver_all()
+    api.ok("POST", f"/projects/{source}/checkpoints/{keyframes}/continue", 202,
+           json={"auto_continue": True})  # fmt: skip
+    tasks.deliver_all()
+    regenerated = project(api, source)["scenes"][0]
+    forked = fork(api, source)
+    tasks.deliver_all()
+    fork_keyframes = next(c["id"] for c in api.ok("GET", f"/projects/{forked['id']}/checkpoints")["items"]
+                          if c["stage"] == "keyframes")  # fmt: skip
+    calls.reset()
+
+    again = api.ok(
+        "POST",
+        f"/projects/{forked['id']}/checkpoints/{fork_keyframes}/scenes/0/keyframe/regenerate",
+        202,
+    )
+    assert again["version"] > 2, "past the source's re-roll"
+    tasks.deliver_all()
+    assert calls.counts()["image"] == 1, "made, not taken from the index"
+    detail = api.ok("GET", f"/projects/{forked['id']}/checkpoints/{fork_keyframes}")
+    assert detail["scenes"][0]["start_frame_url"] != regenerated["start_frame_url"]
+    assert detail["scenes"][0]["bases"]["start_frame"] != regenerated["bases"]["start_frame"]
