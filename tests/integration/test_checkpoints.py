@@ -11,9 +11,8 @@ import pytest
 from functions.services import services
 from shared.models.projects import Project
 from shared.pipeline.ports import ClipOperation, ClipRequest
-from shared.pipeline.providers import Providers, providers_for
 from tests.integration.conftest import Api, image_bytes
-from tests.integration.test_pipeline import Tasks, generate, project
+from tests.integration.test_pipeline import Tasks, generate, project, wrap
 from tests.integration.test_pipeline import tasks as tasks
 
 
@@ -32,15 +31,8 @@ class CountingVideo:
 
 @pytest.fixture
 def video(monkeypatch: pytest.MonkeyPatch) -> CountingVideo:
-    counting: dict[str, CountingVideo] = {}
-
-    def providers(p: Project) -> Providers:
-        real = providers_for(p)
-        counting.setdefault("video", CountingVideo(real.video))
-        return Providers(real.text, real.image, counting["video"], real.stitcher)
-
-    monkeypatch.setattr(services().pipeline, "_providers", providers)
-    providers(Project(id="x", owner_id="x", name="x", prompt="x", clip_seconds=2, total_seconds=2,
+    counting = wrap(monkeypatch, "video", CountingVideo)
+    services().pipeline._providers(Project(id="x", owner_id="x", name="x", prompt="x", clip_seconds=2, total_seconds=2,
                       scene_count=1, text_model="local-storyboard-1", image_model="local-keyframe-1",
                       video_model="local-clip-1"))  # fmt: skip
     return counting["video"]

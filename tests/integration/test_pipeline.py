@@ -4,7 +4,8 @@ tasks are recorded and delivered by the test, in order, once or twice as Cloud T
 from __future__ import annotations
 
 import io
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -21,6 +22,8 @@ from shared.pipeline.ports import (
 from shared.pipeline.providers import Providers, providers_for
 from shared.pipeline.runner import StageOutcome, StageTask
 from tests.integration.conftest import Api, image_bytes
+
+T = TypeVar("T")
 
 
 class Tasks:
@@ -40,6 +43,21 @@ class Tasks:
         while self.queued and len(outcomes) < limit:
             outcomes.append(services().pipeline.run(self.queued.pop(0)))
         return outcomes
+
+
+def wrap(monkeypatch: pytest.MonkeyPatch, kind: str, make: Callable[[Any], T]) -> dict[str, T]:
+    """Has every project's `kind` provider (image or video) wrapped by one `make(real)`."""
+    holder: dict[str, T] = {}
+
+    def providers(p: Project) -> Providers:
+        real = providers_for(p)
+        holder.setdefault(kind, make(getattr(real, kind)))
+        parts = {"text": real.text, "image": real.image, "video": real.video,
+                 "stitcher": real.stitcher, kind: holder[kind]}  # fmt: skip
+        return Providers(**parts)
+
+    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    return holder
 
 
 @pytest.fixture
@@ -150,14 +168,7 @@ class FailingScene:
 def test_a_failure_names_stage_and_scene_and_resume_retries_that_scene(
     api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    failing: dict[str, FailingScene] = {}
-
-    def providers(p: Project) -> Providers:
-        real = providers_for(p)
-        failing.setdefault("image", FailingScene(real.image))
-        return Providers(real.text, failing["image"], real.video, real.stitcher)
-
-    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    failing = wrap(monkeypatch, "image", FailingScene)
     created = generate(api)
     tasks.deliver_all(limit=1)  # the storyboard
     failing["image"].prompt = scene_prompt(api, created["id"], 1)
@@ -318,14 +329,7 @@ class CrashingOnce:
 def test_a_stage_that_crashes_resumes_on_redelivery_without_redoing_finished_scenes(
     api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    holder: dict[str, CrashingOnce] = {}
-
-    def providers(p: Project) -> Providers:
-        real = providers_for(p)
-        holder.setdefault("image", CrashingOnce(real.image))
-        return Providers(real.text, holder["image"], real.video, real.stitcher)
-
-    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    holder = wrap(monkeypatch, "image", CrashingOnce)
     created = generate(api)
     tasks.deliver_all(limit=1)  # storyboard
     scenes = project(api, created["id"])["scenes"]
@@ -366,14 +370,7 @@ class SlowVideo:
 def test_long_clip_operations_are_polled_by_delayed_tasks_not_waited_on(
     api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    holder: dict[str, SlowVideo] = {}
-
-    def providers(p: Project) -> Providers:
-        real = providers_for(p)
-        holder.setdefault("video", SlowVideo(real.video))
-        return Providers(real.text, real.image, holder["video"], real.stitcher)
-
-    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    holder = wrap(monkeypatch, "video", SlowVideo)
     created = generate(api)
     outcomes = tasks.deliver_all()
 
@@ -432,14 +429,7 @@ class FailingOperation:
 def test_an_operation_that_fails_after_it_started_fails_its_scene_and_resume_starts_anew(
     api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    holder: dict[str, FailingOperation] = {}
-
-    def providers(p: Project) -> Providers:
-        real = providers_for(p)
-        holder.setdefault("video", FailingOperation(real.video))
-        return Providers(real.text, real.image, holder["video"], real.stitcher)
-
-    monkeypatch.setattr(services().pipeline, "_providers", providers)
+    holder = wrap(monkeypatch, "video", FailingOperation)
     created = generate(api, total_seconds=2)
     tasks.deliver_all()
     failed = project(api, created["id"])
