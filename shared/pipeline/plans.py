@@ -52,6 +52,14 @@ class Plan(BaseModel):
     """At list prices, of what is to be made; what is reused costs nothing."""
 
 
+PLANNED = "planned:"
+
+
+def _hash(name: str) -> str:
+    """The content hash of a stored object, or the digest that stands for one to be made."""
+    return name.removeprefix(PLANNED) if name.startswith(PLANNED) else content_hash(name)
+
+
 def _source(entry: IndexEntry) -> ReuseSource:
     return ReuseSource(project_id=entry.project_id, checkpoint_id=entry.checkpoint_id)
 
@@ -67,6 +75,22 @@ def plan_stages(
         for s in scenes
     }
     clips: dict[int, str | None] = {s.index: s.clip_object for s in scenes}
+    planned: set[str] = set()
+    """Digests this plan makes: a scene with the same inputs reuses what an earlier one made,
+    as the stages do."""
+
+    def step(stage: Stage, scene: int | None, artifact: str, key: str | None,
+             hit: IndexEntry | None, cost: float) -> None:  # fmt: skip
+        if hit is None and key in planned:
+            action, cost = "reuse", 0.0
+        else:
+            action = "reuse" if hit else "make"
+            cost = 0.0 if hit else cost
+        if key is not None and hit is None:
+            planned.add(key)
+        steps.append(PlanStep(stage=stage, scene=scene, artifact=artifact, action=action,
+                              source=_source(hit) if hit else None, cost_usd=cost))  # fmt: skip
+
     if Stage.KEYFRAMES in stages:
         todo = [s for s in scenes if s.keyframe_state is not MediaState.DONE]
         specs = {s.index: keyframe_specs(project, s, by_id) for s in todo}
@@ -74,15 +98,10 @@ def plan_stages(
         for scene in todo:
             for spec in specs[scene.index]:
                 hit = known.get(spec.digest)
-                cost = 0.0 if hit else estimate_keyframes(
-                    project.image_model, 1, len(spec.reference_ids)
-                )  # fmt: skip
-                steps.append(PlanStep(
-                    stage=Stage.KEYFRAMES, scene=scene.index, artifact=spec.role,
-                    action="reuse" if hit else "make", source=_source(hit) if hit else None,
-                    cost_usd=cost,
-                ))  # fmt: skip
-                frames[scene.index][spec.role] = hit.object_name if hit else None
+                price = estimate_keyframes(project.image_model, 1, len(spec.reference_ids))
+                step(Stage.KEYFRAMES, scene.index, spec.role, spec.digest, hit, price)
+                # A keyframe to be made has no content yet: its digest stands for it.
+                frames[scene.index][spec.role] = hit.object_name if hit else PLANNED + spec.digest
     if Stage.CLIPS in stages:
         todo = [
             s for s in scenes if Stage.KEYFRAMES in stages or s.clip_state is not MediaState.DONE
@@ -90,29 +109,20 @@ def plan_stages(
         keys: dict[int, str | None] = {}
         for scene in todo:
             start, end = frames[scene.index]["start_frame"], frames[scene.index]["end_frame"]
-            made_anew = Stage.KEYFRAMES in stages and any(
-                st.scene == scene.index and st.action == "make" for st in steps
-            )
-            keys[scene.index] = None if made_anew or start is None else clip_digest(
-                project, scene, content_hash(start), content_hash(end) if end else None
-            )  # fmt: skip
+            keys[scene.index] = clip_digest(
+                project, scene, _hash(start), _hash(end) if end else None
+            ) if start else None  # fmt: skip
         known = index.find(project.owner_id, [k for k in keys.values() if k])
+        price = estimate_clips(project.video_model, 1, project.clip_seconds, project.audio)
         for scene in todo:
             key = keys[scene.index]
             hit = known.get(key) if key else None
-            cost = 0.0 if hit else estimate_clips(
-                project.video_model, 1, project.clip_seconds, project.audio
-            )  # fmt: skip
-            steps.append(PlanStep(
-                stage=Stage.CLIPS, scene=scene.index, artifact="clip",
-                action="reuse" if hit else "make", source=_source(hit) if hit else None,
-                cost_usd=cost,
-            ))  # fmt: skip
-            clips[scene.index] = hit.object_name if hit else None
+            step(Stage.CLIPS, scene.index, "clip", key, hit, price)
+            clips[scene.index] = hit.object_name if hit else PLANNED + (key or "")
     if Stage.STITCH in stages:
         names = [clips[s.index] for s in scenes]
         hit = None
-        if all(names):
+        if all(names) and not any((n or "").startswith(PLANNED) for n in names):
             key = digest(final_video_basis([content_hash(n or "") for n in names]))
             hit = index.find(project.owner_id, [key]).get(key)
         steps.append(PlanStep(

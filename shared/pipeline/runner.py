@@ -321,6 +321,18 @@ class PipelineRunner:
         current = self._projects.get(project.id)
         if current is None or current.is_deleted or current.run != project.run:
             raise StaleRun(project.id)
+        lease, lease_s = current.lease, self._settings.tasks.stage_lease_s
+        if lease is not None and lease.until - utcnow() < timedelta(seconds=lease_s / 2):
+            # A long stage renews its lease (rarely: the project document is a hot one), so
+            # a redelivery does not take over a stage that is still being worked on.
+            self._projects.change(project.id, lambda p: self._renew(p, lease.token, lease_s))
+
+    @staticmethod
+    def _renew(project: Project, token: str, lease_s: int) -> ProjectChange[None]:
+        if project.lease is None or project.lease.token != token:
+            return unchanged(project, None)
+        project.lease.until = utcnow() + timedelta(seconds=lease_s)
+        return ProjectChange(project, None, summary="renew the stage lease")
 
     # ----- the index ---------------------------------------------------------------------------
 
@@ -502,8 +514,24 @@ class PipelineRunner:
             after.bases["clip"], after.reused_from["clip"] = hit.digest, self._source(hit)
             reused.append((scene, after))
         self._save_scenes(project, reused)  # together: one check, one batch
+        started: dict[str, str] = {}
+        """Clip digests this pass started: a second scene with the same inputs shares the one
+        operation instead of paying for another."""
         for scene in [s for s in todo if keys[s.index] not in known]:
             key, after = keys[scene.index], scene.model_copy(deep=True)
+            if key in known:  # made by an earlier scene of this pass
+                hit = known[key]
+                after.clip_object, after.clip_state = hit.object_name, MediaState.DONE
+                after.clip_operation, after.bases["clip"] = None, key
+                after.reused_from["clip"] = self._source(hit)
+                self._save_scenes(project, [(scene, after)])
+                continue
+            if key in started and scene.clip_state is not MediaState.RUNNING:
+                after.clip_state, after.clip_operation = MediaState.RUNNING, started[key]
+                after.bases["clip"] = key
+                self._save_scenes(project, [(scene, after)])
+                waiting = True
+                continue
             try:
                 if scene.clip_state is MediaState.RUNNING and scene.clip_operation:
                     operation = asyncio.run(
@@ -535,6 +563,7 @@ class PipelineRunner:
                 after.cost_usd = round(scene.cost_usd + cost, 6)
             else:
                 after.clip_state, after.clip_operation = MediaState.RUNNING, operation.name
+                started[key] = operation.name
                 waiting = True
             self._save_scenes(project, [(scene, after)])
         if waiting:

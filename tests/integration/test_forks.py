@@ -388,3 +388,20 @@ def test_a_regeneration_in_a_fork_asks_for_a_new_result_past_its_sources_rerolls
     detail = api.ok("GET", f"/projects/{forked['id']}/checkpoints/{fork_keyframes}")
     assert detail["scenes"][0]["start_frame_url"] != regenerated["start_frame_url"]
     assert detail["scenes"][0]["bases"]["start_frame"] != regenerated["bases"]["start_frame"]
+
+
+def test_two_scenes_made_the_same_are_made_once_and_the_preview_says_so(
+    api: Api, tasks: Tasks, calls: Calls
+) -> None:
+    source = finished(api, tasks)
+    calls.reset()
+    same = {"keyframe_prompt": "gulls over a grey sea", "end_keyframe_prompt": "the gulls land",
+            "motion_prompt": "the camera drifts right"}  # fmt: skip
+    forked = fork(api, source, scene_edits={"1": same, "3": same})
+    assert by_stage(forked["preview"]["plan"]) == {
+        "keyframes": (6, 2), "clips": (3, 1), "stitch": (0, 1)
+    }  # fmt: skip
+    tasks.deliver_all()
+    assert calls.counts() == {"text": 0, "image": 2, "video": 1, "stitch": 1}
+    scenes = project(api, forked["id"])["scenes"]
+    assert scenes[1]["clip_url"] and scenes[1]["bases"] == scenes[3]["bases"]
