@@ -62,7 +62,7 @@ def services() -> Services:
     )
     project_service = ProjectService(projects_repo, usage, pipeline)
     checkpoint_service = CheckpointService(
-        project_service, projects_repo, pipeline, blobs, usage.read_snapshot, settings
+        project_service, projects_repo, pipeline, blobs, settings
     )
     uploads = UploadIngest(repository, registry, blobs, settings.storage)
     jobs = JobRepository(db)

@@ -258,3 +258,23 @@ class Scene(Document):
     error: str | None = None
     cost_usd: float = 0.0
     """What this scene's artifacts cost on this run; reused ones cost nothing."""
+
+    def without_media(self, *, keyframes: bool, clip: bool) -> Scene:
+        """A copy whose keyframes (less pinned uploads) and clip are to be found again, in the
+        index or by making them; what it cost so far is not this run's."""
+        after = self.model_copy(deep=True)
+        after.error, after.cost_usd = None, 0.0
+        roles = ["start_frame", "end_frame"] if keyframes else []
+        if keyframes:
+            after.keyframe_state = MediaState.PENDING
+        for role in roles:
+            if role not in after.pinned:
+                setattr(after, f"{role}_object", None)
+                after.bases.pop(role, None)
+                after.reused_from.pop(role, None)
+        if clip:
+            after.clip_state = MediaState.PENDING
+            after.clip_object = after.clip_operation = None
+            after.bases.pop("clip", None)
+            after.reused_from.pop("clip", None)
+        return after

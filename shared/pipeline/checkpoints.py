@@ -10,7 +10,7 @@ continues and stage deliveries serialise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from shared.auth import Identity
@@ -28,8 +28,7 @@ from shared.models.checkpoints import (
     scenes_with_draft,
 )
 from shared.models.common import new_id
-from shared.models.projects import Branch, MediaState, Project, ProjectStatus, Scene, Stage
-from shared.models.snapshots import SnapshotWithAssets
+from shared.models.projects import Branch, Project, ProjectStatus, Scene, Stage
 from shared.pipeline.plans import Plan, plan_stages
 from shared.pipeline.projects import ProjectService
 from shared.pipeline.runner import KeyframeJob, PipelineRunner, store_media
@@ -79,24 +78,10 @@ def stages_to_run(checkpoint: Checkpoint, draft: Draft) -> list[Stage]:
 def prepared_scenes(checkpoint: Checkpoint, draft: Draft, stages: list[Stage]) -> list[Scene]:
     """The checkpoint's scenes with the draft applied, their media of `stages` cleared for the
     stages to find again (in the index, or by making them)."""
-    scenes = []
-    for scene in scenes_with_draft(checkpoint, draft):
-        after = scene.model_copy(deep=True)
-        after.error, after.cost_usd = None, 0.0
-        if Stage.KEYFRAMES in stages:
-            after.keyframe_state = MediaState.PENDING
-            for role in ("start_frame", "end_frame"):
-                if role not in after.pinned:
-                    setattr(after, f"{role}_object", None)
-                    after.bases.pop(role, None)
-                    after.reused_from.pop(role, None)
-        if Stage.CLIPS in stages:
-            after.clip_state = MediaState.PENDING
-            after.clip_object = after.clip_operation = None
-            after.bases.pop("clip", None)
-            after.reused_from.pop("clip", None)
-        scenes.append(after)
-    return scenes
+    return [
+        scene.without_media(keyframes=Stage.KEYFRAMES in stages, clip=Stage.CLIPS in stages)
+        for scene in scenes_with_draft(checkpoint, draft)
+    ]
 
 
 class CheckpointService:
@@ -106,14 +91,12 @@ class CheckpointService:
         repo: ProjectRepository,
         runner: PipelineRunner,
         blobs: BlobStore,
-        snapshots: Callable[[str], SnapshotWithAssets | None],
         settings: Settings,
     ) -> None:
         self._projects = projects
         self._repo = repo
         self._runner = runner
         self._blobs = blobs
-        self._snapshots = snapshots
         self._settings = settings
 
     # ----- views (C4) ------------------------------------------------------------------------
@@ -197,23 +180,28 @@ class CheckpointService:
     def edit_scene(
         self, identity: Identity, project_id: str, checkpoint_id: str, index: int, edit: SceneEdit
     ) -> tuple[Scene, int]:
-        self._projects.owned(identity, project_id)
+        owned = self._projects.owned(identity, project_id)
         fields = edit.model_dump(exclude_unset=True, mode="json")
         if any(value is None for value in fields.values()):
             raise ValidationFailed("scene fields cannot be set to null")
         if not fields:
             raise ValidationFailed("the edit names no field to change")
+        # The snapshot never changes: read once, not on every attempt of the guarded write.
+        by_tag = {a.manifest_tag: a for a in self._runner.snapshot_assets(owned).values()}
+        unknown = [t for t in fields.get("asset_tags", []) if t not in by_tag]
+        if unknown:
+            raise ValidationFailed(
+                f"unknown asset tags {', '.join(unknown)}; the project's manifest has "
+                f"{', '.join(sorted(by_tag)) or 'none'}"
+            )
 
         def plan(project: Project) -> ProjectChange[tuple[Scene, int]]:
             checkpoint, draft, scene = self._editable(
                 project, checkpoint_id, index, ArtifactKind.SCENE
             )
-            if "asset_tags" in fields:
-                self._check_tags(project, fields["asset_tags"])
             changes = dict(fields)
             if {"asset_tags", "shot_type"} & changes.keys():
                 # References follow the scene: chosen again by the shot-type rules.
-                by_tag = {a.manifest_tag: a for a in self._runner.snapshot_assets(project).values()}
                 edited = Scene.model_validate({**scene.model_dump(), **changes})
                 changes["reference_asset_ids"] = choose_references(
                     edited.shot_type, edited.asset_tags, by_tag
@@ -401,16 +389,6 @@ class CheckpointService:
         if scene is None:
             raise NotFound(f"scene {index} does not exist in checkpoint {checkpoint_id}")
         return checkpoint, draft, scene
-
-    def _check_tags(self, project: Project, tags: list[str]) -> None:
-        snapshot = self._snapshots(project.snapshot_id) if project.snapshot_id else None
-        known = {a.manifest_tag for a in snapshot.assets} if snapshot else set()
-        unknown = [t for t in tags if t not in known]
-        if unknown:
-            raise ValidationFailed(
-                f"unknown asset tags {', '.join(unknown)}; the project's manifest has "
-                f"{', '.join(sorted(known)) or 'none'}"
-            )
 
     @staticmethod
     def _record(

@@ -29,9 +29,9 @@ from shared.models.common import new_id, utcnow
 from shared.models.forks import ForkRequest, UploadAnnouncement
 from shared.models.jobs import JobStatus
 from shared.models.manifests import Manifest, ManifestStatus
-from shared.models.projects import MediaState, Project, ProjectStatus, Scene, Stage, StageError
+from shared.models.projects import Project, ProjectStatus, Scene, Stage, StageError
 from shared.pipeline.plans import Plan, PlanStep, plan_stages
-from shared.pipeline.projects import ProjectService, check_settings
+from shared.pipeline.projects import ProjectService, check_settings, settings_of
 from shared.pipeline.runner import PipelineRunner, StageOutcome, StageTask, checkpoint_id
 from shared.pipeline.storyboard import choose_references
 from shared.registry import count_asset, issue_tag
@@ -352,12 +352,7 @@ class ForkService:
         rewrite: bool,
     ) -> Project:  # fmt: skip
         kept = len([s for s in checkpoint.scenes if s.index not in set(body.deleted_scenes)])
-        settings = {
-            "prompt": source.prompt, "style": source.style, "aspect_ratio": source.aspect_ratio,
-            "clip_seconds": source.clip_seconds, "total_seconds": source.clip_seconds * kept,
-            "audio": source.audio, "text_model": source.text_model,
-            "image_model": source.image_model, "video_model": source.video_model, **overrides,
-        }  # fmt: skip
+        settings = {**settings_of(source), "total_seconds": source.clip_seconds * kept, **overrides}
         check_settings(settings)
         project = Project(
             id=new_id(), owner_id=source.owner_id, name=body.name or f"{source.name} (fork)",
@@ -487,14 +482,7 @@ class ForkService:
                 if scene.index in body.clear_keyframes:
                     setattr(after, f"{role}_reroll", fresh_reroll(project.id, scene, role))
             after.index = len(scenes)
-            after.keyframe_state, after.clip_state = MediaState.PENDING, MediaState.PENDING
-            for role in ("start_frame", "end_frame"):
-                if role not in after.pinned:
-                    setattr(after, f"{role}_object", None)
-            after.clip_object = after.clip_operation = None
-            after.bases = {k: v for k, v in after.bases.items() if k in after.pinned}
-            after.reused_from, after.error, after.cost_usd = {}, None, 0.0
-            scenes.append(after)
+            scenes.append(after.without_media(keyframes=True, clip=True))
         return scenes
 
 

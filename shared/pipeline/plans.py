@@ -60,10 +60,6 @@ def _hash(name: str) -> str:
     return name.removeprefix(PLANNED) if name.startswith(PLANNED) else content_hash(name)
 
 
-def _source(entry: IndexEntry) -> ReuseSource:
-    return ReuseSource(project_id=entry.project_id, checkpoint_id=entry.checkpoint_id)
-
-
 def plan_stages(
     project: Project, scenes: list[Scene], stages: list[Stage], by_id: Mapping[str, Asset],
     index: ArtifactIndex,
@@ -89,7 +85,7 @@ def plan_stages(
         if key is not None and hit is None:
             planned.add(key)
         steps.append(PlanStep(stage=stage, scene=scene, artifact=artifact, action=action,
-                              source=_source(hit) if hit else None, cost_usd=cost))  # fmt: skip
+                              source=hit.source() if hit else None, cost_usd=cost))  # fmt: skip
 
     if Stage.KEYFRAMES in stages:
         todo = [s for s in scenes if s.keyframe_state is not MediaState.DONE]
@@ -127,7 +123,7 @@ def plan_stages(
             hit = index.find(project.owner_id, [key]).get(key)
         steps.append(PlanStep(
             stage=Stage.STITCH, scene=None, artifact="final_video",
-            action="reuse" if hit else "make", source=_source(hit) if hit else None,
+            action="reuse" if hit else "make", source=hit.source() if hit else None,
         ))  # fmt: skip
     by_stage = [
         StagePlan(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -39,7 +40,17 @@ def estimate(request: GenerateRequest, asset_count: int = 0) -> CostEstimate:
     )
 
 
-def check_settings(settings: dict[str, object]) -> None:
+def settings_of(project: Project) -> dict[str, Any]:
+    """A project's settings as /generate takes them, to check changes with generate's rules."""
+    return {
+        "prompt": project.prompt, "style": project.style, "aspect_ratio": project.aspect_ratio,
+        "clip_seconds": project.clip_seconds, "total_seconds": project.total_seconds,
+        "audio": project.audio, "text_model": project.text_model,
+        "image_model": project.image_model, "video_model": project.video_model,
+    }  # fmt: skip
+
+
+def check_settings(settings: dict[str, Any]) -> None:
     try:
         GenerateRequest.model_validate(settings)
     except ValidationError as error:
@@ -145,13 +156,7 @@ class ProjectService:
                 raise Conflict(f"project {project_id} has no stage left to run")
             if changes:
                 # The same rules as generate: clip length and audio must suit the video model.
-                check_settings(
-                    {"prompt": project.prompt, "aspect_ratio": project.aspect_ratio,
-                     "clip_seconds": project.clip_seconds, "total_seconds": project.total_seconds,
-                     "audio": project.audio, "text_model": project.text_model,
-                     "image_model": project.image_model, "video_model": project.video_model,
-                     **changes}
-                )  # fmt: skip
+                check_settings({**settings_of(project), **changes})
                 for field, value in changes.items():
                     setattr(project, field, value)
             project.run += 1

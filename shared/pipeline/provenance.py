@@ -20,7 +20,7 @@ from typing import Any
 
 from shared.models.assets import Asset
 from shared.models.projects import Project, Scene
-from shared.pipeline.ports import AssetBrief
+from shared.pipeline.ports import StoryboardRequest
 from shared.pipeline.storyboard import describe_assets
 
 STITCH_SETTINGS = {"stitcher": "ffmpeg-concat-1"}
@@ -85,14 +85,14 @@ def final_video_basis(clip_hashes: Sequence[str]) -> dict[str, Any]:
     return {"kind": BasisKind.FINAL_VIDEO.value, "clips": list(clip_hashes), **STITCH_SETTINGS}
 
 
-def storyboard_basis(
-    *, prompt: str, style: str | None, model: str, aspect_ratio: str, scene_count: int,
-    clip_seconds: int, seed: int, assets: Sequence[AssetBrief],
-) -> dict[str, Any]:  # fmt: skip
+def storyboard_basis(request: StoryboardRequest, model: str, seed: int) -> dict[str, Any]:
+    """The storyboard model's inputs: the request (the snapshot's assets as it is told of
+    them), the model and the take."""
     return {
-        "kind": BasisKind.STORYBOARD.value, "prompt": prompt, "style": style, "model": model,
-        "aspect_ratio": aspect_ratio, "scene_count": scene_count, "clip_seconds": clip_seconds,
-        "seed": seed, "assets": [a.model_dump(mode="json") for a in assets],
+        "kind": BasisKind.STORYBOARD.value, "prompt": request.prompt, "style": request.style,
+        "model": model, "aspect_ratio": request.aspect_ratio, "scene_count": request.scene_count,
+        "clip_seconds": request.clip_seconds, "seed": seed,
+        "assets": [a.model_dump(mode="json") for a in request.assets],
     }  # fmt: skip
 
 

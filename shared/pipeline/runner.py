@@ -33,7 +33,6 @@ from shared.models.projects import (
     MediaState,
     Project,
     ProjectStatus,
-    ReuseSource,
     Scene,
     Stage,
     StageError,
@@ -131,6 +130,18 @@ def ledger_from(project: Project, stage: Stage, spend: list[SpendLine]) -> None:
     project.cost.spent_usd = round(sum(project.cost.by_stage.values()), 6)
 
 
+def clip_reused(scene: Scene, hit: IndexEntry) -> Scene:
+    """The scene with the clip the index holds for its inputs."""
+    after = scene.model_copy(deep=True)
+    after.clip_object, after.clip_state, after.clip_operation = (
+        hit.object_name,
+        MediaState.DONE,
+        None,
+    )
+    after.bases["clip"], after.reused_from["clip"] = hit.digest, hit.source()
+    return after
+
+
 class PipelineRunner:
     def __init__(
         self,
@@ -162,37 +173,30 @@ class PipelineRunner:
 
     # ----- dispatch --------------------------------------------------------------------------
 
-    def enqueue(self, project: Project, stage: Stage, *, poll: int = 0, delay_s: float = 0) -> None:
+    def _send(self, task: StageTask, task_id: str, delay_s: float = 0) -> None:
         self._dispatcher().enqueue(
-            self._settings.tasks.pipeline_queue,
-            self._settings.tasks.pipeline_url,
+            self._settings.tasks.pipeline_queue, self._settings.tasks.pipeline_url, task,
+            task_id=task_id, delay_s=delay_s,
+        )  # fmt: skip
+
+    def enqueue(self, project: Project, stage: Stage, *, poll: int = 0, delay_s: float = 0) -> None:
+        self._send(
             StageTask(project_id=project.id, stage=stage, run=project.run, poll=poll),
-            task_id=f"{project.id}-r{project.run}-{stage.value}-{poll}",
-            delay_s=delay_s,
-        )
+            f"{project.id}-r{project.run}-{stage.value}-{poll}", delay_s,
+        )  # fmt: skip
 
     def enqueue_keyframe(self, project: Project, job: KeyframeJob) -> None:
-        self._dispatcher().enqueue(
-            self._settings.tasks.pipeline_queue,
-            self._settings.tasks.pipeline_url,
+        self._send(
             StageTask(project_id=project.id, stage=Stage.KEYFRAMES, run=project.run, keyframe=job),
-            task_id=f"{project.id}-kf-{job.scene}-{job.frame}-v{job.version}",
+            f"{project.id}-kf-{job.scene}-{job.frame}-v{job.version}",
         )
 
     def enqueue_uploads(self, project: Project, *, poll: int = 0, delay_s: float = 0) -> None:
-        self._dispatcher().enqueue(
-            self._settings.tasks.pipeline_queue,
-            self._settings.tasks.pipeline_url,
-            StageTask(
-                project_id=project.id,
-                stage=Stage.STORYBOARD,
-                run=project.run,
-                poll=poll,
-                uploads=True,
-            ),
-            task_id=f"{project.id}-r{project.run}-uploads-{poll}",
-            delay_s=delay_s,
-        )
+        self._send(
+            StageTask(project_id=project.id, stage=Stage.STORYBOARD, run=project.run, poll=poll,
+                      uploads=True),
+            f"{project.id}-r{project.run}-uploads-{poll}", delay_s,
+        )  # fmt: skip
 
     def run(self, task: StageTask) -> StageOutcome:
         if task.uploads:
@@ -336,9 +340,6 @@ class PipelineRunner:
 
     # ----- the index ---------------------------------------------------------------------------
 
-    def _source(self, entry: IndexEntry) -> ReuseSource:
-        return ReuseSource(project_id=entry.project_id, checkpoint_id=entry.checkpoint_id)
-
     def _record(
         self, project: Project, stage: Stage, kind: BasisKind, key: str, object_name: str,
         content_type: str, cost_usd: float, scene: int | None, made_in: str,
@@ -369,13 +370,7 @@ class PipelineRunner:
             prompt=project.prompt, style=project.style, aspect_ratio=project.aspect_ratio,
             scene_count=project.scene_count, clip_seconds=project.clip_seconds, assets=briefs,
         )  # fmt: skip
-        key = digest(
-            storyboard_basis(
-                prompt=project.prompt, style=project.style, model=project.text_model,
-                aspect_ratio=project.aspect_ratio, scene_count=project.scene_count,
-                clip_seconds=project.clip_seconds, seed=project.take_seed, assets=briefs,
-            )
-        )  # fmt: skip
+        key = digest(storyboard_basis(request, project.text_model, project.take_seed))
         hit = self.index.find(project.owner_id, [key]).get(key)
         stored = self._blobs.get(self._bucket, hit.object_name, max_bytes=2**24) if hit else None
         if stored is not None:
@@ -493,7 +488,7 @@ class PipelineRunner:
             setattr(after, f"{spec.role}_object", entry.object_name)
             after.bases[spec.role] = spec.digest
             if reused:
-                after.reused_from[spec.role] = self._source(entry)
+                after.reused_from[spec.role] = entry.source()
             else:
                 after.reused_from.pop(spec.role, None)
                 after.cost_usd = round(after.cost_usd + entry.cost_usd, 6)
@@ -506,13 +501,8 @@ class PipelineRunner:
         todo = [s for s in self._projects.scenes(project.id) if s.clip_state is not MediaState.DONE]
         keys = {s.index: self._clip_key(project, s) for s in todo}
         known = self.index.find(project.owner_id, keys.values())
-        waiting, reused = False, []
-        for scene in [s for s in todo if keys[s.index] in known]:
-            hit, after = known[keys[scene.index]], scene.model_copy(deep=True)
-            after.clip_object, after.clip_state = hit.object_name, MediaState.DONE
-            after.clip_operation = None
-            after.bases["clip"], after.reused_from["clip"] = hit.digest, self._source(hit)
-            reused.append((scene, after))
+        waiting = False
+        reused = [(s, clip_reused(s, known[keys[s.index]])) for s in todo if keys[s.index] in known]
         self._save_scenes(project, reused)  # together: one check, one batch
         started: dict[str, str] = {}
         """Clip digests this pass started: a second scene with the same inputs shares the one
@@ -520,11 +510,7 @@ class PipelineRunner:
         for scene in [s for s in todo if keys[s.index] not in known]:
             key, after = keys[scene.index], scene.model_copy(deep=True)
             if key in known:  # made by an earlier scene of this pass
-                hit = known[key]
-                after.clip_object, after.clip_state = hit.object_name, MediaState.DONE
-                after.clip_operation, after.bases["clip"] = None, key
-                after.reused_from["clip"] = self._source(hit)
-                self._save_scenes(project, [(scene, after)])
+                self._save_scenes(project, [(scene, clip_reused(scene, known[key]))])
                 continue
             if key in started and scene.clip_state is not MediaState.RUNNING:
                 after.clip_state, after.clip_operation = MediaState.RUNNING, started[key]
@@ -601,7 +587,7 @@ class PipelineRunner:
             raise ProviderError(f"the clip of scene {missing[0]} is missing", scene=missing[0])
         key = digest(final_video_basis([content_hash(s.clip_object or "") for s in scenes]))
         hit = self.index.find(project.owner_id, [key]).get(key)
-        source = self._source(hit) if hit else None
+        source = hit.source() if hit else None
         if hit is None:
             clips = []
             for scene in scenes:

@@ -21,6 +21,7 @@ from google.cloud import firestore
 from pydantic import Field
 
 from shared.models.common import Document, utcnow
+from shared.models.projects import ReuseSource
 from shared.repositories.documents import to_firestore
 
 OWNERS = "owners"
@@ -38,6 +39,10 @@ class IndexEntry(Document):
     scene: int | None = None
     """The scene's position when it was made: provenance only, never part of any identity."""
     made_at: datetime = Field(default_factory=utcnow)
+
+    def source(self) -> ReuseSource:
+        """Where a reuse of this entry comes from, as scenes and plans say it."""
+        return ReuseSource(project_id=self.project_id, checkpoint_id=self.checkpoint_id)
 
 
 class SpendLine(Document):

@@ -15,13 +15,9 @@ import pytest
 from functions.services import services
 from shared.models.projects import Project
 from shared.pipeline.ports import (
-    ClipOperation,
     ClipRequest,
     GeneratedImage,
     KeyframeRequest,
-    StoryboardDraft,
-    StoryboardRequest,
-    Usage,
 )
 from shared.pipeline.providers import Providers, providers_for
 from tests.integration.conftest import Api, image_bytes
@@ -45,63 +41,32 @@ class Calls:
     def reset(self) -> None:
         self.text, self.image, self.video, self.stitch = [], [], [], 0
 
+    def note(self, method: str, *args: Any) -> None:
+        if method == "storyboard":
+            self.text.append(args[0].prompt)
+        elif method == "keyframe":
+            self.image.append(args[0])
+        elif method == "start_clip":
+            self.video.append(args[0])
+        elif method == "stitch":
+            self.stitch += 1
 
-class _Counting:
+
+class Noting:
+    """A provider that notes its calls in `Calls` and passes them to the real one."""
+
     def __init__(self, real: Any, calls: Calls) -> None:
-        self.real, self.calls = real, calls
+        self._real, self._calls = real, calls
+        self.name = getattr(real, "name", "")
 
-    @property
-    def text(self) -> Any:
-        outer = self
+    def __getattr__(self, method: str) -> Any:
+        forward = getattr(self._real, method)
 
-        class Text:
-            name = self.real.text.name
+        def call(*args: Any) -> Any:
+            self._calls.note(method, *args)
+            return forward(*args)
 
-            async def storyboard(self, r: StoryboardRequest) -> tuple[StoryboardDraft, Usage]:
-                outer.calls.text.append(r.prompt)
-                return await outer.real.text.storyboard(r)  # type: ignore[no-any-return]
-
-        return Text()
-
-    @property
-    def image(self) -> Any:
-        outer = self
-
-        class Image:
-            name = self.real.image.name
-
-            async def keyframe(self, r: KeyframeRequest) -> GeneratedImage:
-                outer.calls.image.append(r)
-                return await outer.real.image.keyframe(r)  # type: ignore[no-any-return]
-
-        return Image()
-
-    @property
-    def video(self) -> Any:
-        outer = self
-
-        class Video:
-            name = self.real.video.name
-
-            async def start_clip(self, r: ClipRequest) -> ClipOperation:
-                outer.calls.video.append(r)
-                return await outer.real.video.start_clip(r)  # type: ignore[no-any-return]
-
-            async def poll_clip(self, o: ClipOperation) -> ClipOperation:
-                return await outer.real.video.poll_clip(o)  # type: ignore[no-any-return]
-
-        return Video()
-
-    @property
-    def stitcher(self) -> Any:
-        outer = self
-
-        class Stitcher:
-            def stitch(self, clips: list[bytes]) -> bytes:
-                outer.calls.stitch += 1
-                return outer.real.stitcher.stitch(clips)  # type: ignore[no-any-return]
-
-        return Stitcher()
+        return call
 
 
 @pytest.fixture
@@ -109,8 +74,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     found = Calls()
 
     def providers(p: Project) -> Providers:
-        counting = _Counting(providers_for(p), found)
-        return Providers(counting.text, counting.image, counting.video, counting.stitcher)
+        real = providers_for(p)
+        return Providers(*(Noting(getattr(real, kind), found)
+                           for kind in ("text", "image", "video", "stitcher")))  # fmt: skip
 
     monkeypatch.setattr(services().pipeline, "_providers", providers)
     return found
