@@ -24,16 +24,18 @@ from werkzeug.routing import Map, Rule
 
 from shared import logs
 from shared.auth import Identity, IdentityVerifier
+from shared.deadlines import UNAVAILABLE_ERRORS
 from shared.errors import (
     BadRequest,
     FrameforkError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
-from shared.settings import ApiSettings
+from shared.settings import ApiSettings, get_settings
 
 log = logging.getLogger(__name__)
 ID_SHAPES = {
@@ -161,10 +163,17 @@ class JsonApi:
             try:
                 response = self._dispatch(request)
             except FrameforkError as error:
-                response = self._json(error.status, error.to_body())
-                response.headers.update(error.headers)
+                response = self._error(error)
                 if isinstance(error, PayloadTooLarge):
                     _leave_unread(request)
+            except UNAVAILABLE_ERRORS as error:
+                # A Google service did not answer within its deadline (shared/deadlines.py).
+                log.warning("a dependency is unavailable: %r", error)
+                response = self._error(
+                    ServiceUnavailable(
+                        "a service this API depends on did not answer in time; try again shortly"
+                    )
+                )
             except RequestEntityTooLarge:
                 # werkzeug's own limit, met by a read that no route guarded.
                 refused = PayloadTooLarge("the body is larger than this endpoint takes")
@@ -184,6 +193,13 @@ class JsonApi:
                     },
                 )
         self._add_cors(response, origin)
+        return response
+
+    def _error(self, error: FrameforkError) -> flask.Response:
+        response = self._json(error.status, error.to_body())
+        response.headers.update(error.headers)
+        if isinstance(error, ServiceUnavailable) and "Retry-After" not in response.headers:
+            response.headers["Retry-After"] = str(get_settings().dependencies.retry_after_s)
         return response
 
     def _dispatch(self, request: flask.Request) -> flask.Response:

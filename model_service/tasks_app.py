@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from shared import logs
 from shared.clients import firestore_client
+from shared.deadlines import grpc_call
 from shared.manifesting.engine import RunOutcome
 from shared.models.common import utcnow
 from shared.models.jobs import JobTask
@@ -38,7 +39,8 @@ def record_bad_task(request: Request, body: bytes, reason: str) -> None:
             "body": body[:10_000].decode("utf-8", "replace"),
             "reason": reason[:2_000],
             "at": utcnow(),
-        }
+        },
+        **grpc_call(),
     )
 
 

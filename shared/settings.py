@@ -64,6 +64,16 @@ class TasksSettings(BaseModel):
     (a worker that died mid-stage); Cloud Tasks' dispatch deadline is at most 30 minutes."""
 
 
+class DependencySettings(BaseModel):
+    """How long one call to Firestore, Cloud Storage or Cloud Tasks may take, retries
+    included: past it the call fails, and the API answers 503 with Retry-After at once
+    rather than hang while a service is down (the clients' own defaults retry for minutes)."""
+
+    deadline_s: float = Field(default=5.0, gt=0, le=120)
+    retry_after_s: int = Field(default=5, ge=1, le=3600)
+    """What a 503 tells the client to wait before it tries again."""
+
+
 class ModelSettings(BaseModel):
     """Which backends the model service runs, and where their files are."""
 
@@ -105,6 +115,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     tasks: TasksSettings = Field(default_factory=TasksSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    dependencies: DependencySettings = Field(default_factory=DependencySettings)
 
 
 @lru_cache(maxsize=1)

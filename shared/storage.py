@@ -19,6 +19,7 @@ from google.cloud.storage import Blob, Client
 from google.oauth2 import service_account
 
 from shared.clients import storage_client
+from shared.deadlines import storage_call
 from shared.errors import PayloadTooLarge
 from shared.settings import StorageSettings, get_settings
 
@@ -96,14 +97,14 @@ class CloudStorage:
 
     def put(self, bucket: str, name: str, data: bytes, content_type: str) -> StoredObject:
         blob = self._client.bucket(bucket).blob(name)
-        blob.upload_from_string(data, content_type=content_type)
+        blob.upload_from_string(data, content_type=content_type, **storage_call())
         return _stored(blob)
 
     def get(
         self, bucket: str, name: str, *, max_bytes: int, generation: str | None = None
     ) -> bytes | None:
         blob = self._client.bucket(bucket).get_blob(
-            name, generation=int(generation) if generation else None
+            name, generation=int(generation) if generation else None, **storage_call()
         )
         if blob is None:
             return None
@@ -111,18 +112,18 @@ class CloudStorage:
             raise PayloadTooLarge(f"object is {blob.size} bytes, more than {max_bytes}")
         try:
             # The blob carries its generation: the read is pinned to the version measured above.
-            data: bytes = blob.download_as_bytes()
+            data: bytes = blob.download_as_bytes(**storage_call())
         except gexc.NotFound:
             return None
         return data
 
     def stat(self, bucket: str, name: str) -> StoredObject | None:
-        blob = self._client.bucket(bucket).get_blob(name)
+        blob = self._client.bucket(bucket).get_blob(name, **storage_call())
         return None if blob is None else _stored(blob)
 
     def delete(self, bucket: str, name: str) -> None:
         with contextlib.suppress(gexc.NotFound):
-            self._client.bucket(bucket).blob(name).delete()
+            self._client.bucket(bucket).blob(name).delete(**storage_call())
 
     def signed_put_url(
         self, bucket: str, name: str, *, content_type: str, max_bytes: int

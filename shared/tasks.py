@@ -15,6 +15,7 @@ from google.cloud import tasks_v2
 from google.protobuf import duration_pb2, timestamp_pb2
 from pydantic import BaseModel
 
+from shared.deadlines import grpc_call
 from shared.settings import Settings, get_settings
 
 DISPATCH_DEADLINE_S = 1800
@@ -63,7 +64,9 @@ class CloudTasksDispatcher:
             task["schedule_time"] = at
         # A task of that name queued before is fine: delivery is at least once anyway.
         with contextlib.suppress(gexc.AlreadyExists):
-            self._client.create_task(parent=self.queue_path(queue), task=tasks_v2.Task(**task))
+            self._client.create_task(
+                parent=self.queue_path(queue), task=tasks_v2.Task(**task), **grpc_call()
+            )
 
 
 @lru_cache(maxsize=1)

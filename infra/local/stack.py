@@ -677,6 +677,20 @@ class LocalStack:
 
     # -- using --------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """One of the stack's processes stopped (SIGSTOP) for the duration: its port still
+        accepts connections, but nothing answers, as with a service that hangs or is cut off.
+        It continues, state intact, on leaving."""
+        record = self.processes.get(name)
+        if record is None or not _ours(record):
+            raise StackError(f"{name} is not running in this stack")
+        _signal_all(record, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            _signal_all(record, signal.SIGCONT)
+
     def reset(self, *, firestore: bool = True) -> None:
         """Empty Firestore, Storage (buckets recreated) and the task queues."""
         if firestore and not self.can_reset_firestore:

@@ -20,6 +20,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import Field
 
+from shared.deadlines import grpc_call
 from shared.models.common import Document, utcnow
 from shared.models.projects import ReuseSource
 from shared.repositories.documents import to_firestore
@@ -69,7 +70,9 @@ class ArtifactIndex:
         if not refs:
             return {}
         return {
-            s.id: IndexEntry.model_validate(s.to_dict()) for s in self._db.get_all(refs) if s.exists
+            s.id: IndexEntry.model_validate(s.to_dict())
+            for s in self._db.get_all(refs, **grpc_call())
+            if s.exists
         }
 
     def _spend(self, project_id: str) -> firestore.CollectionReference:
@@ -81,11 +84,13 @@ class ArtifactIndex:
     def record(self, owner_id: str, entry: IndexEntry, project_id: str, line: SpendLine) -> None:
         """Indexes what was made and what the project paid for it, before the scene says it
         has it: a crash in between finds the entry on redelivery and pays nothing twice."""
-        self._spend(project_id).document(line.digest).set(to_firestore(line))
+        self._spend(project_id).document(line.digest).set(to_firestore(line), **grpc_call())
         # A concurrent maker may have indexed the same inputs first; either object is right.
         with contextlib.suppress(gexc.AlreadyExists):
-            self._entries(owner_id).document(entry.digest).create(to_firestore(entry))
+            self._entries(owner_id).document(entry.digest).create(
+                to_firestore(entry), **grpc_call()
+            )
 
     def spend(self, project_id: str, stage: str) -> list[SpendLine]:
         q = self._spend(project_id).where(filter=firestore.FieldFilter("stage", "==", stage))
-        return [SpendLine.model_validate(s.to_dict()) for s in q.stream()]
+        return [SpendLine.model_validate(s.to_dict()) for s in q.stream(**grpc_call())]

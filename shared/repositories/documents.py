@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 from google.cloud import firestore
 from pydantic import BaseModel
 
+from shared.deadlines import grpc_call
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -54,4 +56,4 @@ def set_all(
         batch = db.batch()
         for ref, data in docs[start : start + BATCH_LIMIT]:
             batch.set(ref, data)
-        batch.commit()
+        batch.commit(**grpc_call())

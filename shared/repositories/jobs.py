@@ -14,6 +14,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.deadlines import grpc_call
 from shared.models.common import utcnow
 from shared.models.jobs import Job, JobStatus
 from shared.repositories.documents import changed_fields, from_firestore, to_firestore
@@ -35,10 +36,10 @@ class JobRepository:
         return ref
 
     def create(self, job: Job) -> None:
-        self._ref(job.id).create(to_firestore(job))
+        self._ref(job.id).create(to_firestore(job), **grpc_call())
 
     def get(self, job_id: str) -> Job | None:
-        return from_firestore(Job, self._ref(job_id).get().to_dict())
+        return from_firestore(Job, self._ref(job_id).get(**grpc_call()).to_dict())
 
     def active_for_manifest(self, manifest_id: str) -> Job | None:
         q = (
@@ -47,7 +48,7 @@ class JobRepository:
             .where(filter=firestore.FieldFilter("status", "in", ACTIVE))
             .limit(1)
         )
-        found = [Job.model_validate(s.to_dict()) for s in q.stream()]
+        found = [Job.model_validate(s.to_dict()) for s in q.stream(**grpc_call())]
         return found[0] if found else None
 
     def latest_for_manifest(self, manifest_id: str) -> Job | None:
@@ -57,7 +58,7 @@ class JobRepository:
             .order_by("created_at", direction=firestore.Query.DESCENDING)
             .limit(1)
         )
-        found = [Job.model_validate(s.to_dict()) for s in q.stream()]
+        found = [Job.model_validate(s.to_dict()) for s in q.stream(**grpc_call())]
         return found[0] if found else None
 
     def acquire(self, job_id: str, lease_s: float) -> Job | None:
@@ -86,7 +87,7 @@ class JobRepository:
             fields["started_at"] = now
         batch.update(self._ref(job_id), fields)
         try:
-            batch.commit()
+            batch.commit(**grpc_call())
         except gexc.AlreadyExists:
             return None
         return job.model_copy(update={**fields, "status": JobStatus.RUNNING})
@@ -103,5 +104,5 @@ class JobRepository:
             after.lease_until = after.updated_at + timedelta(seconds=lease_s)
         fields = changed_fields(before, after)
         if fields:
-            self._ref(after.id).update(fields)
+            self._ref(after.id).update(fields, **grpc_call())
         return after.model_copy(deep=True)

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.deadlines import grpc_call
 from shared.errors import ContentionRetriesExhausted, NotFound
 from shared.models.assets import Asset
 from shared.models.common import new_id, utcnow
@@ -100,7 +101,9 @@ class ManifestRepository:
         return assets
 
     def get(self, manifest_id: str) -> Manifest | None:
-        return from_firestore(Manifest, self._manifest_ref(manifest_id).get().to_dict())
+        return from_firestore(
+            Manifest, self._manifest_ref(manifest_id).get(**grpc_call()).to_dict()
+        )
 
     def list_for_owner(self, owner_id: str, query: ManifestListQuery, page_size: int) -> Page:
         key_field = SORT_KEY_FIELDS[query.sort]
@@ -118,7 +121,9 @@ class ManifestRepository:
         if after is not None:
             q = q.where(filter=firestore.FieldFilter(key_field, "<" if descending else ">", after))
         direction = firestore.Query.DESCENDING if descending else firestore.Query.ASCENDING
-        snapshots = list(q.order_by(key_field, direction=direction).limit(page_size + 1).stream())
+        snapshots = list(
+            q.order_by(key_field, direction=direction).limit(page_size + 1).stream(**grpc_call())
+        )
         has_more = len(snapshots) > page_size
         snapshots = snapshots[:page_size]
         items = [Manifest.model_validate(s.to_dict()) for s in snapshots]
@@ -128,29 +133,42 @@ class ManifestRepository:
         return Page(items=items, next_cursor=next_cursor)
 
     def list_assets(self, manifest_id: str) -> list[Asset]:
-        assets = [Asset.model_validate(s.to_dict()) for s in self._assets(manifest_id).stream()]
+        assets = [
+            Asset.model_validate(s.to_dict())
+            for s in self._assets(manifest_id).stream(**grpc_call())
+        ]
         # Sorted here rather than by the query: one fewer index, and manifests are small.
         return sorted(assets, key=lambda a: (a.sort_order, a.created_at, a.id))
 
     def get_asset(self, manifest_id: str, asset_id: str) -> Asset | None:
-        return from_firestore(Asset, self._assets(manifest_id).document(asset_id).get().to_dict())
+        return from_firestore(
+            Asset, self._assets(manifest_id).document(asset_id).get(**grpc_call()).to_dict()
+        )
 
     def get_assets(self, manifest_id: str, asset_ids: list[str]) -> dict[str, Asset]:
         """The assets of those ids that exist, in one round trip."""
         if not asset_ids:
             return {}
         refs = [self._assets(manifest_id).document(i) for i in asset_ids]
-        return {s.id: Asset.model_validate(s.to_dict()) for s in self._db.get_all(refs) if s.exists}
+        return {
+            s.id: Asset.model_validate(s.to_dict())
+            for s in self._db.get_all(refs, **grpc_call())
+            if s.exists
+        }
 
     def crop_ids_of(self, manifest_id: str, source_asset_id: str) -> list[str]:
         q = self._assets(manifest_id).where(
             filter=firestore.FieldFilter("source_asset_id", "==", source_asset_id)
         )
-        return [s.id for s in q.stream()]
+        return [s.id for s in q.stream(**grpc_call())]
 
     def is_billed(self, manifest_id: str, job_id: str) -> bool:
         return bool(
-            self._manifest_ref(manifest_id).collection("bills").document(job_id).get().exists
+            self._manifest_ref(manifest_id)
+            .collection("bills")
+            .document(job_id)
+            .get(**grpc_call())
+            .exists
         )
 
     def bill(
@@ -166,7 +184,10 @@ class ManifestRepository:
             .where(filter=firestore.FieldFilter("manifest_id", "==", manifest_id))
             .where(filter=firestore.FieldFilter("status", "in", LIVE_PROJECT_STATUSES))
         )
-        return any(not (s.to_dict() or {}).get("is_deleted", False) for s in q.limit(20).stream())
+        return any(
+            not (s.to_dict() or {}).get("is_deleted", False)
+            for s in q.limit(20).stream(**grpc_call())
+        )
 
     # ----- writes ----------------------------------------------------------------------------
 
@@ -177,13 +198,13 @@ class ManifestRepository:
         batch = self._db.batch()
         batch.create(revision_ref(self._manifest_ref(manifest.id), 1), revision_doc("created"))
         batch.create(self._manifest_ref(manifest.id), self._manifest_doc(manifest))
-        batch.commit()
+        batch.commit(**grpc_call())
 
     def change(self, manifest_id: str, plan: Planner[ResultT]) -> ResultT:
         """Plans and commits a change under optimistic concurrency; see the module docstring.
         `plan` may raise (NotFound, Conflict …) to abort without writing."""
         for attempt in range(self._max_attempts):
-            snapshot = self._manifest_ref(manifest_id).get()
+            snapshot = self._manifest_ref(manifest_id).get(**grpc_call())
             current = from_firestore(Manifest, snapshot.to_dict())
             if current is None:
                 raise NotFound(f"manifest {manifest_id} does not exist")
@@ -256,7 +277,7 @@ class ManifestRepository:
             batch.delete(self._assets(manifest_id).document(asset_id))
         for ref, data in planned.created_documents:
             batch.create(ref, data)
-        batch.commit()
+        batch.commit(**grpc_call())
 
     def _manifest_doc(self, manifest: Manifest) -> dict[str, Any]:
         return {**to_firestore(manifest), **sort_keys(manifest), "revision": 1}

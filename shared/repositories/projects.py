@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.deadlines import grpc_call
 from shared.errors import BadRequest, ContentionRetriesExhausted, NotFound
 from shared.models.checkpoints import ArtifactVersion, Checkpoint, Draft
 from shared.models.common import new_id, utcnow
@@ -70,7 +71,7 @@ class ProjectRepository:
 
     def create(self, project: Project) -> None:
         data = {**to_firestore(project), "sort_created_at": _sort_key(project), "revision": 0}
-        self.ref(project.id).create(data)
+        self.ref(project.id).create(data, **grpc_call())
 
     def change(self, project_id: str, plan: Callable[[Project], ProjectChange[ResultT]]) -> ResultT:
         """Plans and commits a change under a revision claim. `plan` may raise to abort, or
@@ -79,7 +80,7 @@ class ProjectRepository:
         revision too."""
         ref = self.ref(project_id)
         for attempt in range(self._max_attempts):
-            data = ref.get().to_dict()
+            data = ref.get(**grpc_call()).to_dict()
             current = from_firestore(Project, data)
             if data is None or current is None:
                 raise NotFound(f"project {project_id} does not exist")
@@ -125,10 +126,10 @@ class ProjectRepository:
             )
         for artifact in planned.artifacts:
             batch.create(ref.collection("artifacts").document(artifact.id), to_firestore(artifact))
-        batch.commit()
+        batch.commit(**grpc_call())
 
     def get(self, project_id: str) -> Project | None:
-        return from_firestore(Project, self.ref(project_id).get().to_dict())
+        return from_firestore(Project, self.ref(project_id).get(**grpc_call()).to_dict())
 
     def list_for_owner(
         self, owner_id: str, status: str | None, limit: int, after: str | None
@@ -146,7 +147,7 @@ class ProjectRepository:
         snapshots = list(
             q.order_by("sort_created_at", direction=firestore.Query.DESCENDING)
             .limit(limit + 1)
-            .stream()
+            .stream(**grpc_call())
         )
         items = [Project.model_validate(s.to_dict()) for s in snapshots[:limit]]
         more = len(snapshots) > limit and items
@@ -158,7 +159,7 @@ class ProjectRepository:
             .where(filter=firestore.FieldFilter("forked_from", "==", source_id))
             .where(filter=firestore.FieldFilter("owner_id", "==", owner_id))
         )
-        found = [Project.model_validate(s.to_dict()) for s in q.limit(500).stream()]
+        found = [Project.model_validate(s.to_dict()) for s in q.limit(500).stream(**grpc_call())]
         return sorted((p for p in found if not p.is_deleted), key=lambda p: (p.created_at, p.id))
 
     # ----- scenes ------------------------------------------------------------------------------
@@ -175,10 +176,13 @@ class ProjectRepository:
         batch = self._db.batch()
         for scene in scenes:
             batch.set(self._scene_ref(project_id, scene.index), to_firestore(scene))
-        batch.commit()
+        batch.commit(**grpc_call())
 
     def scenes(self, project_id: str) -> list[Scene]:
-        found = [Scene.model_validate(s.to_dict()) for s in self._scenes(project_id).stream()]
+        found = [
+            Scene.model_validate(s.to_dict())
+            for s in self._scenes(project_id).stream(**grpc_call())
+        ]
         return sorted(found, key=lambda s: s.index)
 
     def save_scenes(self, project_id: str, changes: list[tuple[Scene, Scene]]) -> None:
@@ -190,34 +194,36 @@ class ProjectRepository:
                 batch.update(self._scene_ref(project_id, after.index), fields)
                 writes += 1
         if writes:
-            batch.commit()
+            batch.commit(**grpc_call())
 
     # ----- checkpoints and artifacts (immutable: created once, never updated) ---------------
 
     def put_checkpoint(self, project_id: str, checkpoint: Checkpoint) -> None:
         """A fork's first checkpoint, written before its project document exists."""
         ref = self.ref(project_id).collection("checkpoints").document(checkpoint.id)
-        ref.set(to_firestore(checkpoint))
+        ref.set(to_firestore(checkpoint), **grpc_call())
 
     def checkpoints(self, project_id: str) -> list[Checkpoint]:
         found = [
             Checkpoint.model_validate(s.to_dict())
-            for s in self.ref(project_id).collection("checkpoints").stream()
+            for s in self.ref(project_id).collection("checkpoints").stream(**grpc_call())
         ]
         return sorted(found, key=lambda c: (c.created_at, c.id))
 
     def checkpoint(self, project_id: str, checkpoint_id: str) -> Checkpoint | None:
         ref = self.ref(project_id).collection("checkpoints").document(checkpoint_id)
-        return from_firestore(Checkpoint, ref.get().to_dict())
+        return from_firestore(Checkpoint, ref.get(**grpc_call()).to_dict())
 
     def draft(self, project_id: str, checkpoint_id: str) -> Draft:
         ref = self.ref(project_id).collection("drafts").document(checkpoint_id)
-        return from_firestore(Draft, ref.get().to_dict()) or Draft(checkpoint_id=checkpoint_id)
+        return from_firestore(Draft, ref.get(**grpc_call()).to_dict()) or Draft(
+            checkpoint_id=checkpoint_id
+        )
 
     def artifacts(self, project_id: str) -> list[ArtifactVersion]:
         found = [
             ArtifactVersion.model_validate(s.to_dict())
-            for s in self.ref(project_id).collection("artifacts").stream()
+            for s in self.ref(project_id).collection("artifacts").stream(**grpc_call())
         ]
         return sorted(found, key=lambda a: (a.scene, a.kind, a.version))
 

@@ -19,6 +19,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.deadlines import grpc_call
 from shared.models.common import utcnow
 
 REVISIONS = "revisions"
@@ -39,7 +40,7 @@ def revision_doc(summary: str, token: str = "") -> dict[str, Any]:
 
 
 def claimed_by(ref: firestore.DocumentReference, revision: int, token: str) -> bool:
-    claim = revision_ref(ref, revision).get()
+    claim = revision_ref(ref, revision).get(**grpc_call())
     return bool(claim.exists and (claim.to_dict() or {}).get("token") == token)
 
 

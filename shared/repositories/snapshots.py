@@ -7,6 +7,7 @@ from typing import Any
 
 from google.cloud import firestore
 
+from shared.deadlines import grpc_call
 from shared.models.assets import Asset
 from shared.models.snapshots import ManifestSnapshot, SnapshotWithAssets
 from shared.repositories.documents import from_firestore, set_all, to_firestore
@@ -26,7 +27,7 @@ class SnapshotRepository:
         return to_firestore(snapshot)
 
     def get(self, snapshot_id: str) -> ManifestSnapshot | None:
-        return from_firestore(ManifestSnapshot, self.ref(snapshot_id).get().to_dict())
+        return from_firestore(ManifestSnapshot, self.ref(snapshot_id).get(**grpc_call()).to_dict())
 
     def write_assets(self, snapshot_id: str, assets: Iterable[Asset]) -> None:
         """Copies assets under the snapshot before the snapshot document exists; a retry
@@ -38,7 +39,9 @@ class SnapshotRepository:
         if snapshot is None:
             return None
         collection = self.ref(snapshot_id).collection("assets")
-        found = self._db.get_all([collection.document(i) for i in snapshot.asset_ids])
+        found = self._db.get_all(
+            [collection.document(i) for i in snapshot.asset_ids], **grpc_call()
+        )
         by_id = {s.id: Asset.model_validate(s.to_dict()) for s in found if s.exists}
         assets = [by_id[i] for i in snapshot.asset_ids if i in by_id]
         return SnapshotWithAssets(snapshot=snapshot, assets=assets)
