@@ -3,6 +3,7 @@
 - `api`: the REST API (HTTP).
 - `on_upload`: google.cloud.storage.object.v1.finalized events of the upload bucket.
 - `run_stage`: the Cloud Tasks target that runs pipeline stages.
+- `sweep`: the Cloud Scheduler target that queues stuck work again.
 """
 
 from __future__ import annotations
@@ -138,6 +139,22 @@ def run_stage(request: flask.Request) -> flask.Response:
         # whole queue down.
         return answer(425, {"outcome": outcome.value})
     return answer(200, {"outcome": outcome.value})
+
+
+@functions_framework.http
+def sweep(request: flask.Request) -> flask.Response:
+    """Run by Cloud Scheduler every minute (the local stack: on a timer). Stuck work ends by
+    itself: jobs and stages whose worker died or whose task was lost are queued again, and
+    failed, naming why, after tasks.max_requeues. Idempotent: sweeps may overlap."""
+    with logs.log_context(**_trace(request)):
+        found = services()
+        jobs = found.manifesting.requeue_stuck(found.settings.models.job_lease_s)
+        stages = found.pipeline.requeue_stuck()
+    report = {"jobs_requeued": jobs[0], "jobs_failed": jobs[1],
+              "stages_requeued": stages[0], "stages_failed": stages[1]}  # fmt: skip
+    if any(report.values()):
+        log.warning("sweep: %s", report)
+    return flask.Response(json.dumps(report), status=200, mimetype="application/json")
 
 
 class StorageObjectData(BaseModel):

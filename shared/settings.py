@@ -59,9 +59,14 @@ class TasksSettings(BaseModel):
     """How long a fork waits for its new images before it fails naming the missing ones."""
     fork_poll_s: float = Field(default=5.0, ge=0)
     """How often a waiting fork looks at its uploads and its manifesting job."""
-    stage_lease_s: int = Field(default=900, ge=10)
+    stage_lease_s: int = Field(default=900, ge=1)
     """How long one delivery of a stage task holds the stage before another may take it
-    (a worker that died mid-stage); Cloud Tasks' dispatch deadline is at most 30 minutes."""
+    (a worker that died mid-stage); Cloud Tasks' dispatch deadline is at most 30 minutes.
+    A running stage whose lease ran out, or that has had no lease and no write for as long,
+    is stuck: the sweeper queues it again, and resume may act on it."""
+    max_requeues: int = Field(default=3, ge=0)
+    """How often the sweeper queues a stuck stage or job again before it fails it, naming
+    why. Deliveries that start and die are bounded too (a job's attempts)."""
 
 
 class DependencySettings(BaseModel):
@@ -94,7 +99,7 @@ class ModelSettings(BaseModel):
     gemini_model: str = "gemini-2.5-flash"
     gemini_base_url: str | None = None
     describe_concurrency: int = Field(default=4, ge=1, le=64)
-    job_lease_s: int = Field(default=120, ge=10)
+    job_lease_s: int = Field(default=120, ge=1)
     """A job's worker renews this lease while it runs; a redelivered task waits it out."""
     min_free_fraction_for_environment: float = Field(default=0.6, ge=0, le=1)
     """A whole-scene ENVIRONMENT asset is made when detections leave this much free."""

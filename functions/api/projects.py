@@ -42,6 +42,8 @@ class ProjectView(BaseModel):
     stage: str | None
     stages_done: list[str]
     error: dict[str, Any] | None
+    requeues: int
+    """Times the current stage was queued again after its worker died or its task was lost."""
     manifest_id: str | None
     snapshot_id: str | None
     manifest_version: int | None

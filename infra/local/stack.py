@@ -36,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 QUEUES = ("manifesting", "pipeline")
-FUNCTION_TARGETS = ("api", "on_upload", "run_stage")
+FUNCTION_TARGETS = ("api", "on_upload", "run_stage", "sweep")
 _EMULATORS = ("firestore", "storage", "tasks")
 
 
@@ -52,6 +52,13 @@ class StackSettingsLocal(BaseModel):
     fork_poll_s: float = Field(default=1.0, ge=0)
     """How often a fork waiting for its uploads looks again (FRAMEFORK_TASKS__FORK_POLL_S);
     the application's default, 5 s, is a production pace."""
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    """How often the sweep function runs (Cloud Scheduler: every minute)."""
+    stage_lease_s: int = Field(default=10, ge=1)
+    job_lease_s: int = Field(default=10, ge=1)
+    """Shorter than production's leases (FRAMEFORK_TASKS__STAGE_LEASE_S, 900 s, and
+    FRAMEFORK_MODELS__JOB_LEASE_S, 120 s), so that work whose worker died here is taken up
+    again within seconds; the local models are fast enough to renew them in time."""
 
 
 class StackSettingsStorage(BaseModel):
@@ -395,6 +402,8 @@ class LocalStack:
             "FRAMEFORK_STORAGE__SIGNED_URL_ENDPOINT": self.storage_url,
             "FRAMEFORK_TASKS__LOCATION": self.tasks_location,
             "FRAMEFORK_TASKS__FORK_POLL_S": str(self.settings.local.fork_poll_s),
+            "FRAMEFORK_TASKS__STAGE_LEASE_S": str(self.settings.local.stage_lease_s),
+            "FRAMEFORK_MODELS__JOB_LEASE_S": str(self.settings.local.job_lease_s),
             "FRAMEFORK_MODELS__OFFLINE_DIR": str(ROOT / ".models/offline"),
             **(
                 {"FRAMEFORK_TASKS__MANIFESTING_URL": f"{self.models_url}/tasks/run_job"}
@@ -567,6 +576,7 @@ class LocalStack:
             self._wait("api", lambda: http_ok(f"{self.api_url}/healthz"), deadline)
             self._wait("on_upload", lambda: port_is_open(self.ports["on_upload"]), deadline)
             self._wait("run_stage", lambda: port_is_open(self.ports["run_stage"]), deadline)
+            self._wait("sweep", lambda: port_is_open(self.ports["sweep"]), deadline)
             self._wait("models", lambda: http_ok(f"{self.models_url}/readyz"), deadline)
             self._spawn(
                 "bridge",
@@ -587,8 +597,24 @@ class LocalStack:
             )
             # The bridge has no port; it is healthy once it has announced itself and is alive.
             self._wait("bridge", lambda: "watching" in _log_tail(self.log_path("bridge")), deadline)
+            self._spawn(
+                "scheduler",
+                [
+                    str(_venv_bin(".venv", "python")),
+                    "-m",
+                    "infra.local.scheduler",
+                    "--target",
+                    f"http://{LOOPBACK}:{self.ports['sweep']}/",
+                    "--interval",
+                    str(self.settings.local.sweep_interval_s),
+                ],
+                env=function_env,
+            )
+            self._wait(
+                "scheduler", lambda: "scheduling" in _log_tail(self.log_path("scheduler")), deadline
+            )
         except BaseException:
-            self._stop_names(["bridge", "models", *FUNCTION_TARGETS])
+            self._stop_names(["scheduler", "bridge", "models", *FUNCTION_TARGETS])
             for target in ("models", *FUNCTION_TARGETS):
                 self.ports.pop(target, None)
             self.save()
@@ -637,16 +663,7 @@ class LocalStack:
                 # function's start on a loaded machine): start it once more before failing.
                 retried = True
                 died = _log_tail(self.log_path(name))
-                # What is left of it, port too: its group and what left the group (BentoML's
-                # worker holds the model service's socket in a session of its own).
-                dead = self.processes[name]
-                _signal_all(dead, signal.SIGKILL)
-                released = time.monotonic() + 2.0  # SIGKILL lands asynchronously
-                while _left(dead) and time.monotonic() < released:
-                    child.poll()
-                    time.sleep(0.05)
-                argv, cwd, env = self._spawned[name]
-                self._spawn(name, argv, cwd=cwd, env=env)
+                self._kill_and_spawn(name)  # what is left of it, port too
                 with self.log_path(name).open("ab") as log:
                     log.write(f"(started again after: {died})\n".encode())
                 child = self._children[name]
@@ -691,6 +708,30 @@ class LocalStack:
         finally:
             _signal_all(record, signal.SIGCONT)
 
+    def kill_and_restart(self, name: str) -> None:
+        """SIGKILL one process and all it started (a crashed instance: no cleanup runs), then
+        start it again on the same port, as Cloud Run starts a new instance."""
+        record = self.processes.get(name)
+        if record is None or name not in self._spawned:
+            raise StackError(f"{name} is not running in this stack")
+        self._kill_and_spawn(name)
+        healthy = self._health_checks().get(name, lambda: True)
+        self._wait(name, healthy, time.monotonic() + self.settings.local.startup_timeout_s)
+        self.save()
+
+    def _kill_and_spawn(self, name: str) -> None:
+        """SIGKILL what the process left (its group, and what left the group: BentoML's worker
+        holds the model service's socket in a session of its own), then start it again."""
+        record = self.processes[name]
+        _signal_all(record, signal.SIGKILL)
+        released = time.monotonic() + 5.0  # SIGKILL lands asynchronously
+        while _left(record) and time.monotonic() < released:
+            if name in self._children:
+                self._children[name].poll()  # reap it, or it lingers as a zombie
+            time.sleep(0.05)
+        argv, cwd, env = self._spawned[name]
+        self._spawn(name, argv, cwd=cwd, env=env)
+
     def reset(self, *, firestore: bool = True) -> None:
         """Empty Firestore, Storage (buckets recreated) and the task queues."""
         if firestore and not self.can_reset_firestore:
@@ -731,17 +772,21 @@ class LocalStack:
         for queue in QUEUES:
             self._tasks_client.purge_queue(name=self.queue_path(queue), timeout=10)
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        """Per process: pid, whether it runs, and whether it answers its health check."""
-        checks: dict[str, Callable[[], bool]] = {
+    def _health_checks(self) -> dict[str, Callable[[], bool]]:
+        return {
             "firestore": lambda: http_ok(f"{self.firestore_admin_url}/health", timeout=1),
             "storage": lambda: http_ok(f"{self.storage_url}/", timeout=1),
             "tasks": lambda: port_is_open(self.ports["tasks"]),
             "api": lambda: http_ok(f"{self.api_url}/healthz", timeout=2),
             "on_upload": lambda: port_is_open(self.ports["on_upload"]),
             "run_stage": lambda: port_is_open(self.ports["run_stage"]),
+            "sweep": lambda: port_is_open(self.ports["sweep"]),
             "models": lambda: http_ok(f"{self.models_url}/readyz", timeout=2),
         }
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per process: pid, whether it runs, and whether it answers its health check."""
+        checks = self._health_checks()
         report: dict[str, dict[str, Any]] = {}
         for name, record in self.processes.items():
             alive = _ours(record)
@@ -876,6 +921,7 @@ def _summary(stack: LocalStack) -> Iterator[str]:
     if stack.functions_running:
         yield f"  api        {stack.api_url}"
         yield f"  on_upload  {stack.on_upload_url}  (bridge watching gs://{stack.upload_bucket})"
+        yield f"  sweep      every {stack.settings.local.sweep_interval_s:g}s (scheduler)"
     yield f"  logs       {stack.logs_dir}/"
     yield '  shell      eval "$(.venv/bin/python -m infra.local.stack env)"'
 

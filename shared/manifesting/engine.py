@@ -255,25 +255,9 @@ class _Run:
             self.e._manifests.change(self.job.manifest_id, plan)
 
     def _set_manifest_status(self, status: ManifestStatus, reason: str | None) -> None:
-        """The job's end on the manifest: its status, and the job's cost added exactly once
-        (the bill document is created in the same write, and a repeat finds it)."""
-        repo = self.e._manifests
-
-        def plan(manifest: Manifest) -> ManifestChange[None]:
-            manifest.status = status
-            manifest.status_reason = reason
-            bill = []
-            if not repo.is_billed(manifest.id, self.job.id):
-                manifest.processing_cost_usd = round(
-                    manifest.processing_cost_usd + self.job.cost_usd, 6
-                )
-                bill = [repo.bill(manifest.id, self.job.id, self.job.cost_usd)]
-            return ManifestChange(
-                manifest, None, content_changed=False, created_documents=bill,
-                summary=f"{status.value} after job {self.job.id}",
-            )  # fmt: skip
-
-        repo.change(self.job.manifest_id, plan)
+        self.e._manifests.end_job(
+            self.job.manifest_id, self.job.id, self.job.cost_usd, status, reason
+        )
 
     # ----- E2: contact sheet -------------------------------------------------------------------
 

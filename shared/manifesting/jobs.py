@@ -7,11 +7,12 @@ answers that job (and re-queues its task, in case the first enqueue was lost).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from shared.auth import Identity
 from shared.errors import Conflict, NotFound
 from shared.models.assets import Asset, AssetSource
-from shared.models.common import new_id
+from shared.models.common import new_id, utcnow
 from shared.models.jobs import Job, JobTask
 from shared.models.manifests import Manifest, ManifestStatus
 from shared.registry import Registry
@@ -99,6 +100,31 @@ class ManifestingJobs:
             raise NotFound(f"manifest {manifest_id} has not been processed yet")
         return job
 
+    def requeue_stuck(self, lease_s: float) -> tuple[int, int]:
+        """Jobs whose worker died (their lease ran out) or whose task was lost (queued and
+        untouched for a lease's length) are queued again, or failed after `max_requeues`,
+        naming why: (requeued, failed). Concurrent sweeps count a job once."""
+        requeued = failed = 0
+        now = utcnow()
+        for job in self._jobs.active():
+            last_sign = job.lease_until or job.updated_at + timedelta(seconds=lease_s)
+            if last_sign >= now:
+                continue
+            if job.requeues >= self._settings.max_requeues:
+                reason = (
+                    f"gave up at step {job.step.value} after {job.requeues + 1} unfinished "
+                    "tries (its worker died or its task was lost); process the manifest again"
+                )
+                if self._jobs.requeue(job, failure=reason) is not None:
+                    self._manifests.end_job(
+                        job.manifest_id, job.id, job.cost_usd, ManifestStatus.ERROR, reason
+                    )
+                    failed += 1
+            elif (counted := self._jobs.requeue(job)) is not None:
+                self._enqueue(counted, f"manifesting-{job.id}-q{counted.requeues}")
+                requeued += 1
+        return requeued, failed
+
     # -------------------------------------------------------------------------------------------
 
     def _launch(
@@ -127,12 +153,12 @@ class ManifestingJobs:
         self._enqueue(job)
         return job
 
-    def _enqueue(self, job: Job) -> None:
+    def _enqueue(self, job: Job, task_id: str | None = None) -> None:
         self._dispatcher().enqueue(
             self._settings.manifesting_queue,
             self._settings.manifesting_url,
             JobTask(job_id=job.id),
-            task_id=f"manifesting-{job.id}-{job.attempts}",
+            task_id=task_id or f"manifesting-{job.id}-{job.attempts}",
         )
 
     def _reset(self, identity: Identity, manifest: Manifest, source_ids: list[str]) -> None:

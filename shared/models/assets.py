@@ -6,10 +6,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictInt
+from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from shared.models.common import Description, Document, Name, RequestBody, TagList, utcnow
+from shared.models.common import (
+    Description,
+    Document,
+    Name,
+    RequestBody,
+    TagList,
+    WholeNumber,
+    utcnow,
+)
 
 
 class AssetType(StrEnum):
@@ -152,7 +160,7 @@ class Asset(Document):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-SortOrderValue = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+SortOrderValue = Annotated[WholeNumber, Field(ge=0, le=1_000_000)]
 
 
 class AssetCreate(RequestBody):
@@ -183,5 +191,5 @@ AcceptedContentType = Literal["image/png", "image/jpeg", "image/webp"]
 
 class UploadUrlRequest(RequestBody):
     content_type: AcceptedContentType
-    size_bytes: StrictInt = Field(gt=0)
+    size_bytes: WholeNumber = Field(gt=0)
     """Announced size; the signed URL only accepts a body up to this size."""

@@ -5,9 +5,17 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+)
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -52,10 +60,19 @@ TagList = Annotated[list[Tag], Field(max_length=50)]
 DocumentId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
+def _integral_float(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_integral_float)]
+"""An integer in a request body: true, "1" or 1.5 is none, and 1.0 is 1, as JSON Schema's
+"integer" (what the OpenAPI document promises) says."""
+
+
 class RequestBody(BaseModel):
     """Base of every JSON body a client sends: unknown fields are an error, not silently
-    dropped. Booleans are StrictBool and integers StrictInt wherever they appear: 0 is no
-    boolean, and true, 1.0 or "1" is no integer."""
+    dropped. Booleans are StrictBool and integers WholeNumber wherever they appear: 0 is no
+    boolean, and true or "1" is no integer."""
 
     model_config = ConfigDict(extra="forbid")
 

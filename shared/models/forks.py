@@ -8,12 +8,22 @@ from pydantic import Field, StrictBool, StrictInt
 
 from shared.models.assets import AcceptedContentType, AssetType
 from shared.models.checkpoints import Prompt, SceneEdit, Text
-from shared.models.common import Description, DocumentId, Name, RequestBody, TagList
+from shared.models.common import (
+    Description,
+    DocumentId,
+    Name,
+    RequestBody,
+    TagList,
+    WholeNumber,
+)
 from shared.models.projects import RunThrough
 from shared.pipeline.catalog import ImageModelName, TextModelName, VideoModelName
 
-SceneIndex = Annotated[StrictInt, Field(ge=0, le=999)]
-"""Strict: true is no scene; as an object key (JSON keys are strings) it is parsed from digits."""
+SceneIndex = Annotated[WholeNumber, Field(ge=0, le=999)]
+"""true is no scene."""
+SceneKey = Annotated[StrictInt, Field(ge=0, le=999)]
+"""A scene index as an object key: JSON keys are strings, and StrictInt parses them from digits
+(a validator before it would not)."""
 
 
 class ForkOverrides(RequestBody):
@@ -31,7 +41,7 @@ class UploadAnnouncement(RequestBody):
     """The image a fork waits for: with its type and size, the fork answers a signed URL."""
 
     content_type: AcceptedContentType | None = None
-    size_bytes: StrictInt | None = Field(default=None, gt=0)
+    size_bytes: WholeNumber | None = Field(default=None, gt=0)
 
 
 class AssetModification(UploadAnnouncement):
@@ -62,7 +72,7 @@ class ForkRequest(RequestBody):
     from_checkpoint: DocumentId | None = None
     """Default: the source's current checkpoint."""
     overrides: ForkOverrides = Field(default_factory=ForkOverrides)
-    scene_edits: dict[SceneIndex, SceneEdit] = Field(
+    scene_edits: dict[SceneKey, SceneEdit] = Field(
         default_factory=dict, max_length=1000,
         json_schema_extra={"propertyNames": {"pattern": "^[0-9]{1,3}$"}},
     )  # fmt: skip

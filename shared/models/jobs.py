@@ -88,6 +88,8 @@ class Job(Document):
     attempts: int = 0
     """Deliveries that started work (Cloud Tasks delivers at least once)."""
     lease_until: datetime | None = None
+    requeues: int = 0
+    """Times the sweeper queued the job again after its task was lost or its worker died."""
     cost_usd: float = 0.0
     models: dict[str, str] = Field(default_factory=dict)
     """Which detector, face model and describer made the results."""

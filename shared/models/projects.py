@@ -7,10 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, StrictBool, StrictInt, model_validator
+from pydantic import Field, StrictBool, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from shared.models.common import Document, Name, RequestBody, utcnow
+from shared.models.common import Document, Name, RequestBody, WholeNumber, utcnow
 from shared.pipeline.catalog import (
     MAX_SCENES,
     VIDEO_MODELS,
@@ -70,7 +70,7 @@ RUN_THROUGH_STAGE: dict[str, Stage] = {
 }
 
 
-TakeSeed = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+TakeSeed = Annotated[WholeNumber, Field(ge=0, le=2**31 - 1)]
 
 
 class GenerateRequest(RequestBody):
@@ -80,8 +80,8 @@ class GenerateRequest(RequestBody):
     name: Name | None = None
     style: str | None = Field(default=None, max_length=500)
     aspect_ratio: Literal["16:9", "9:16"] = "16:9"
-    clip_seconds: StrictInt = Field(default=4, ge=1, le=60)
-    total_seconds: StrictInt = Field(default=16, ge=1, le=600)
+    clip_seconds: WholeNumber = Field(default=4, ge=1, le=60)
+    total_seconds: WholeNumber = Field(default=16, ge=1, le=600)
     audio: StrictBool = False
     text_model: TextModelName = "local-storyboard-1"
     image_model: ImageModelName = "local-keyframe-1"
@@ -211,6 +211,9 @@ class Project(Document):
     """`kind:scene` → the last version number issued for that artifact (1: what the stage
     made), so concurrent edits never repeat one."""
     lease: StageLease | None = None
+    requeues: int = 0
+    """Times the sweeper queued the current stage again (its task lost, its worker dead);
+    back to 0 when a stage ends or the project resumes."""
     cost: CostLedger = Field(default_factory=CostLedger)
     run: int = 1
     """Bumped by stop and resume: tasks of an older run find a different number and quit."""

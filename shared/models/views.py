@@ -184,6 +184,7 @@ class JobView(BaseModel):
     ambiguous_faces: list[dict[str, str | float]]
     error: str | None
     attempts: int
+    requeues: int
     cost_usd: float
     models: dict[str, str]
     created_at: datetime

@@ -142,14 +142,11 @@ class ProjectService:
         refuse_nulls(changes)
 
         def plan(project: Project) -> ProjectChange[Project]:
-            if project.status not in (
-                ProjectStatus.STOPPED,
-                ProjectStatus.FAILED,
-                ProjectStatus.STAGED,
-            ):
+            resumable = (ProjectStatus.STOPPED, ProjectStatus.FAILED, ProjectStatus.STAGED)
+            if project.status not in resumable and not self._runner.is_stuck(project, utcnow()):
                 raise Conflict(
-                    f"project {project_id} is {project.status.value}; only stopped, failed or "
-                    "staged projects resume"
+                    f"project {project_id} is {project.status.value}; only stopped, failed, "
+                    "staged or stuck projects resume"
                 )
             pending = [stage for stage in Stage if stage not in project.stages_done]
             if not pending:
@@ -161,7 +158,7 @@ class ProjectService:
                     setattr(project, field, value)
             project.run += 1
             project.status, project.stage = pending[0].status, pending[0]
-            project.error, project.lease = None, None
+            project.error, project.lease, project.requeues = None, None, 0
             if project.awaiting:  # a fork still waiting for its images waits again
                 project.status, project.fork_job_id = ProjectStatus.AWAITING_UPLOADS, None
                 project.awaiting_until = utcnow() + timedelta(

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -70,6 +70,8 @@ from shared.tasks import TaskDispatcher
 
 log = logging.getLogger(__name__)
 POLL_DELAY_S = 10.0
+RUNNING = (ProjectStatus.PENDING, *(stage.status for stage in Stage))
+"""Statuses in which a stage task should be on its way or at work."""
 MAX_REFERENCE_BYTES = 20 * 1024 * 1024
 
 
@@ -236,6 +238,56 @@ class PipelineRunner:
             self._follow(ended)
         return StageOutcome.DONE
 
+    # ----- stuck stages (the sweeper) ---------------------------------------------------------
+
+    def is_stuck(self, project: Project, now: datetime) -> bool:
+        """A running stage whose worker died (its lease ran out) or whose task was lost (no
+        lease, and no write for a lease's length): nothing will move it on by itself."""
+        if project.is_deleted or project.status not in RUNNING:
+            return False
+        if project.lease is not None:
+            return project.lease.until < now
+        # Between clip polls a stage holds no lease, but writes at each poll.
+        quiet_s = max(self._settings.tasks.stage_lease_s, 2 * POLL_DELAY_S)
+        return project.updated_at < now - timedelta(seconds=quiet_s)
+
+    def requeue_stuck(self) -> tuple[int, int]:
+        """Queues each stuck stage again, or fails it after `max_requeues`: (requeued,
+        failed). The guarded write decides, so sweeps that overlap count a stage once."""
+        requeued = failed = 0
+        for found in self._projects.with_status(list(RUNNING)):
+            if not self.is_stuck(found, utcnow()):
+                continue
+            project = self._projects.change(found.id, self._requeue)
+            if project is None:
+                continue
+            if project.status is ProjectStatus.FAILED:
+                failed += 1
+                continue
+            stage = project.stage or Stage.STORYBOARD
+            self._send(
+                StageTask(project_id=project.id, stage=stage, run=project.run),
+                f"{project.id}-r{project.run}-{stage.value}-q{project.requeues}",
+            )
+            requeued += 1
+        return requeued, failed
+
+    def _requeue(self, project: Project) -> ProjectChange[Project | None]:
+        if not self.is_stuck(project, utcnow()):
+            return unchanged(project, None)  # it moved on, or another sweep took it
+        stage = project.stage or Stage.STORYBOARD
+        project.lease = None
+        if project.requeues >= self._settings.tasks.max_requeues:
+            project.status = ProjectStatus.FAILED
+            project.error = StageError(
+                stage=stage, scene=None,
+                cause=f"the {stage.value} stage gave up after {project.requeues + 1} unfinished "
+                "tries (its worker died or its task was lost); resume to try again",
+            )  # fmt: skip
+            return ProjectChange(project, project, summary=f"fail stuck {stage.value}")
+        project.requeues += 1
+        return ProjectChange(project, project, summary=f"requeue stuck {stage.value}")
+
     def _start(
         self, project: Project, task: StageTask, token: str
     ) -> ProjectChange[Project | StageOutcome]:
@@ -289,7 +341,7 @@ class PipelineRunner:
             final_video_basis=project.final_video_basis,
         )  # fmt: skip
         project.current_checkpoint_id = checkpoint.id
-        project.lease = None
+        project.lease, project.requeues = None, 0
         ledger_from(project, stage, self.index.spend(project.id, stage))
         following = stage.next
         if following is None:

@@ -61,6 +61,31 @@ class JobRepository:
         found = [Job.model_validate(s.to_dict()) for s in q.stream(**grpc_call())]
         return found[0] if found else None
 
+    def active(self, limit: int = 500) -> list[Job]:
+        """Queued and running jobs, for the sweeper: few at any time, so one query."""
+        q = self._db.collection(JOBS).where(filter=firestore.FieldFilter("status", "in", ACTIVE))
+        return [Job.model_validate(s.to_dict()) for s in q.limit(limit).stream(**grpc_call())]
+
+    def requeue(self, job: Job, *, failure: str | None = None) -> Job | None:
+        """Counts one more requeue of a stuck job (or fails it, naming why): the caller that
+        creates `jobs/{id}/requeues/{n}` wins, so concurrent sweepers count it once. None if
+        another sweeper counted it already."""
+        count, now = job.requeues + 1, utcnow()
+        fields: dict[str, Any] = {"requeues": count, "updated_at": now}
+        if failure is not None:
+            fields.update(status=JobStatus.FAILED.value, error=failure, finished_at=now,
+                          lease_until=None)  # fmt: skip
+        batch = self._db.batch()
+        batch.create(self._ref(job.id).collection("requeues").document(f"{count:06d}"), {"at": now})
+        batch.update(self._ref(job.id), fields)
+        try:
+            batch.commit(**grpc_call())
+        except gexc.AlreadyExists:
+            return None
+        return job.model_copy(
+            update={**fields, "status": JobStatus(fields.get("status", job.status))}
+        )
+
     def acquire(self, job_id: str, lease_s: float) -> Job | None:
         """The job, leased to the caller, or None if it is finished, unknown, or leased to a
         live worker (the caller should let the task be retried later)."""

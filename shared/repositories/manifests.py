@@ -21,7 +21,7 @@ from shared.deadlines import grpc_call
 from shared.errors import ContentionRetriesExhausted, NotFound
 from shared.models.assets import Asset
 from shared.models.common import new_id, utcnow
-from shared.models.manifests import Manifest, ManifestListQuery
+from shared.models.manifests import Manifest, ManifestListQuery, ManifestStatus
 from shared.repositories.documents import changed_fields, from_firestore, set_all, to_firestore
 from shared.repositories.revisions import (
     UNCERTAIN_COMMIT,
@@ -162,21 +162,27 @@ class ManifestRepository:
         )
         return [s.id for s in q.stream(**grpc_call())]
 
-    def is_billed(self, manifest_id: str, job_id: str) -> bool:
-        return bool(
-            self._manifest_ref(manifest_id)
-            .collection("bills")
-            .document(job_id)
-            .get(**grpc_call())
-            .exists
-        )
+    def end_job(
+        self, manifest_id: str, job_id: str, cost_usd: float, status: ManifestStatus,
+        reason: str | None,
+    ) -> None:  # fmt: skip
+        """A job's end on its manifest: the status, and the job's cost added exactly once (the
+        bill document is created in the same write, and a repeat finds it)."""
+        bill_ref = self._manifest_ref(manifest_id).collection("bills").document(job_id)
 
-    def bill(
-        self, manifest_id: str, job_id: str, cost_usd: float
-    ) -> tuple[firestore.DocumentReference, dict[str, Any]]:
-        """A document to create with the change that adds a job's cost to the manifest."""
-        ref = self._manifest_ref(manifest_id).collection("bills").document(job_id)
-        return ref, {"job_id": job_id, "cost_usd": cost_usd, "at": utcnow()}
+        def plan(manifest: Manifest) -> ManifestChange[None]:
+            manifest.status = status
+            manifest.status_reason = reason
+            bill = []
+            if not bill_ref.get(**grpc_call()).exists:
+                manifest.processing_cost_usd = round(manifest.processing_cost_usd + cost_usd, 6)
+                bill = [(bill_ref, {"job_id": job_id, "cost_usd": cost_usd, "at": utcnow()})]
+            return ManifestChange(
+                manifest, None, content_changed=False, created_documents=bill,
+                summary=f"{status.value} after job {job_id}",
+            )  # fmt: skip
+
+        self.change(manifest_id, plan)
 
     def has_live_project(self, manifest_id: str) -> bool:
         q = (

@@ -25,7 +25,7 @@ from shared.deadlines import grpc_call
 from shared.errors import BadRequest, ContentionRetriesExhausted, NotFound
 from shared.models.checkpoints import ArtifactVersion, Checkpoint, Draft
 from shared.models.common import new_id, utcnow
-from shared.models.projects import Project, Scene
+from shared.models.projects import Project, ProjectStatus, Scene
 from shared.repositories.documents import changed_fields, from_firestore, to_firestore
 from shared.repositories.revisions import (
     UNCERTAIN_COMMIT,
@@ -152,6 +152,14 @@ class ProjectRepository:
         items = [Project.model_validate(s.to_dict()) for s in snapshots[:limit]]
         more = len(snapshots) > limit and items
         return items, _encode_cursor(_sort_key(items[-1]), status) if more else None
+
+    def with_status(self, statuses: list[ProjectStatus], limit: int = 500) -> list[Project]:
+        """Every owner's projects in these statuses, for the sweeper (running ones are few)."""
+        values = [status.value for status in statuses]
+        q = self._db.collection(PROJECTS).where(
+            filter=firestore.FieldFilter("status", "in", values)
+        )
+        return [Project.model_validate(s.to_dict()) for s in q.limit(limit).stream(**grpc_call())]
 
     def forks_of(self, owner_id: str, source_id: str) -> list[Project]:
         q = (

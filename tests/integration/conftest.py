@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,12 +62,25 @@ def _apps(emulators: Any) -> dict[str, Any]:
     return {
         "api": create_app("api", "functions/main.py"),
         "on_upload": create_app("on_upload", "functions/main.py", "cloudevent"),
+        "sweep": create_app("sweep", "functions/main.py"),
     }
 
 
 @pytest.fixture
 def api(_apps: dict[str, Any], clean_emulators: Any) -> Api:
     return Api(_apps["api"].test_client())
+
+
+@pytest.fixture
+def sweep(_apps: dict[str, Any], clean_emulators: Any) -> Callable[[], dict[str, int]]:
+    """One run of the sweep function, as Cloud Scheduler makes it; answers its report."""
+
+    def run() -> dict[str, int]:
+        response = _apps["sweep"].test_client().post("/")
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()  # type: ignore[no-any-return]
+
+    return run
 
 
 @dataclass

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -227,6 +229,63 @@ def test_a_job_killed_halfway_resumes_and_ends_like_a_clean_run(
         a["manifest_tag"] for a in clean["assets"]
     )
     assert resumed["manifest"]["asset_count"] == clean["manifest"]["asset_count"]
+
+
+def killed_job(api: Api, offline_models: Models, name: str) -> tuple[str, str]:
+    """A job whose worker died at its describe step, its task out of retries."""
+    manifest_id = api.manifest(name)["id"]
+    upload(api, manifest_id, "bus.jpg", "ENVIRONMENT")
+    job = api.ok("POST", f"/manifests/{manifest_id}/process", 202)
+    dying = Models(
+        offline_models.detector, offline_models.faces, FailingOnce(offline_models.describer)
+    )
+    with pytest.raises(RuntimeError, match="worker killed"):
+        make_engine(dying).run(job["id"])
+    expire_lease(job["id"])
+    return manifest_id, job["id"]
+
+
+def test_a_job_whose_worker_died_is_requeued_by_the_sweeper_once_and_ends_like_a_clean_run(
+    api: Api, dispatcher: RecordingDispatcher, offline_models: Models, sweep: Callable[[], Any]
+) -> None:
+    clean_id = api.manifest("Clean")["id"]
+    upload(api, clean_id, "bus.jpg", "ENVIRONMENT")
+    process(api, clean_id, offline_models)
+    manifest_id, job_id = killed_job(api, offline_models, "Killed")
+    dispatcher.tasks.clear()
+
+    with ThreadPoolExecutor(3) as pool:  # sweeps may overlap: the job is counted once
+        reports = list(pool.map(lambda _: sweep(), range(3)))
+    assert sum(r["jobs_requeued"] for r in reports) == 1
+    assert [task_id for _, task_id, _ in dispatcher.tasks] == [f"manifesting-{job_id}-q1"]
+    assert make_engine(offline_models).run(dispatcher.tasks[0][2].job_id) is RunOutcome.DONE
+
+    job = api.ok("GET", f"/jobs/{job_id}")
+    assert (job["status"], job["attempts"], job["requeues"]) == ("succeeded", 2, 1)
+    resumed, clean = detail(api, manifest_id), detail(api, clean_id)
+    assert resumed["manifest"]["status"] == "READY"
+    assert sorted(a["manifest_tag"] for a in resumed["assets"]) == sorted(
+        a["manifest_tag"] for a in clean["assets"]
+    )
+    assert sweep()["jobs_requeued"] == 0
+
+
+def test_a_job_stuck_past_the_requeue_limit_fails_naming_why(
+    api: Api, dispatcher: RecordingDispatcher, offline_models: Models, sweep: Callable[[], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from functions.services import services
+
+    monkeypatch.setattr(services().settings.tasks, "max_requeues", 0)
+    manifest_id, job_id = killed_job(api, offline_models, "Stuck")
+
+    assert sweep()["jobs_failed"] == 1
+    job = api.ok("GET", f"/jobs/{job_id}")
+    assert job["status"] == "failed"
+    assert "gave up at step describe after 1 unfinished tries" in job["error"]
+    manifest = detail(api, manifest_id)["manifest"]
+    assert manifest["status"] == "ERROR" and manifest["status_reason"] == job["error"]
+    api.ok("POST", f"/manifests/{manifest_id}/process", 202)  # the user can start again
 
 
 def test_a_corrupt_image_fails_that_asset_and_the_rest_goes_on(

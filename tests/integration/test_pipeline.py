@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import pytest
 
 from functions.services import services
 from shared.clients import firestore_client
+from shared.models.common import utcnow
 from shared.models.projects import Project
 from shared.pipeline.ports import (
     ClipOperation,
@@ -444,3 +447,99 @@ def test_an_operation_that_fails_after_it_started_fails_its_scene_and_resume_sta
     tasks.deliver_all()
     assert project(api, created["id"])["project"]["status"] == "complete"
     assert holder["video"].started == 2, "a new operation, not the failed one polled again"
+
+
+class KilledAtScene:
+    """An image model whose worker is killed at one prompt: the delivery dies with it, and
+    Cloud Tasks has run out of retries for that task (the test drops it)."""
+
+    name = "local-keyframe-1"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls, self.prompt = inner, [], ""
+
+    async def keyframe(self, request: KeyframeRequest) -> GeneratedImage:
+        self.calls.append(request.prompt)
+        if request.prompt == self.prompt:
+            self.prompt = ""
+            raise SystemExit("worker killed")
+        return await self.inner.keyframe(request)  # type: ignore[no-any-return]
+
+
+def age(project_id: str) -> None:
+    """Time passes: the project's last write (and any lease) an hour old."""
+    past = utcnow() - timedelta(hours=1)
+    ref = firestore_client().collection("projects").document(project_id)
+    ref.update({"updated_at": past, **({"lease.until": past} if ref.get().get("lease") else {})})
+
+
+def killed_in_keyframes(api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch) -> Any:
+    killing = wrap(monkeypatch, "image", KilledAtScene)
+    created = generate(api, take_seed=77)
+    tasks.deliver_all(limit=1)  # the storyboard
+    scenes = project(api, created["id"])["scenes"]
+    killing["image"].prompt = scenes[1]["keyframe_prompt"]
+    with pytest.raises(SystemExit):
+        services().pipeline.run(tasks.queued.pop(0))
+    age(created["id"])
+    return created["id"], scenes, killing["image"]
+
+
+def test_a_stage_whose_worker_died_is_requeued_by_the_sweeper_once_and_ends_like_a_clean_run(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch, sweep: Callable[[], Any]
+) -> None:
+    project_id, scenes, image = killed_in_keyframes(api, tasks, monkeypatch)
+    assert project(api, project_id)["project"]["status"] == "keyframing"
+
+    with ThreadPoolExecutor(3) as pool:  # sweeps may overlap: the stage is counted once
+        reports = list(pool.map(lambda _: sweep(), range(3)))
+    assert sum(r["stages_requeued"] for r in reports) == 1
+    assert [t.stage.value for t in tasks.queued] == ["keyframes"]
+    tasks.deliver_all()
+
+    done = project(api, project_id)["project"]
+    assert done["status"] == "complete" and done["requeues"] == 0
+    assert image.calls.count(scenes[0]["keyframe_prompt"]) == 1  # made before the kill, kept
+    assert image.calls.count(scenes[1]["keyframe_prompt"]) == 2
+    clean = generate(api, take_seed=77)
+    tasks.deliver_all()
+    assert project(api, clean["id"])["project"]["video_url"]
+    assert fetch_video(api, clean["id"]) == fetch_video(api, project_id)
+    assert sweep()["stages_requeued"] == 0  # nothing is stuck any more
+
+
+def fetch_video(api: Api, project_id: str) -> bytes:
+    from shared.clients import storage_client
+
+    stored = services().projects_repo.get(project_id)
+    assert stored is not None and stored.final_video_object
+    bucket = storage_client().bucket(services().settings.storage.media_bucket)
+    return bucket.blob(stored.final_video_object).download_as_bytes()  # type: ignore[no-any-return]
+
+
+def test_resume_acts_on_a_stuck_stage(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project_id, _, _ = killed_in_keyframes(api, tasks, monkeypatch)
+    api.ok("POST", f"/projects/{project_id}/resume")
+    tasks.deliver_all()
+    assert project(api, project_id)["project"]["status"] == "complete"
+
+
+def test_a_stage_stuck_past_the_requeue_limit_fails_naming_why_and_resumes(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch, sweep: Callable[[], Any]
+) -> None:
+    monkeypatch.setattr(services().settings.tasks, "max_requeues", 1)
+    project_id, _, _ = killed_in_keyframes(api, tasks, monkeypatch)
+    assert sweep()["stages_requeued"] == 1
+    tasks.queued.clear()  # that task is lost too
+    age(project_id)
+    assert sweep()["stages_failed"] == 1
+
+    failed = project(api, project_id)["project"]
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "keyframes"
+    assert "gave up after 2 unfinished tries" in failed["error"]["cause"]
+    api.ok("POST", f"/projects/{project_id}/resume")
+    tasks.deliver_all()
+    assert project(api, project_id)["project"]["status"] == "complete"

@@ -42,6 +42,7 @@ EXPECTED: dict[str, str] = {
     "/manifests/{manifestId}/bills/{jobId}": DENY,
     "/jobs/{jobId}": OWNER,
     "/jobs/{jobId}/attempts/{attempt}": DENY,
+    "/jobs/{jobId}/requeues/{requeue}": DENY,
     "/projects/{projectId}": OWNER,
     "/projects/{projectId}/scenes/{sceneIndex}": "ownsProject(projectId)",
     "/projects/{projectId}/checkpoints/{checkpointId}": "ownsProject(projectId)",
