@@ -69,6 +69,11 @@ class TasksSettings(BaseModel):
     why. Deliveries that start and die are bounded too (a job's attempts)."""
 
 
+class PipelineSettings(BaseModel):
+    concurrency: int = Field(default=8, ge=1, le=64)
+    """Model calls one stage task of a project makes at once (image calls, clip starts)."""
+
+
 class DependencySettings(BaseModel):
     """How long one call to Firestore, Cloud Storage or Cloud Tasks may take, retries
     included: past it the call fails, and the API answers 503 with Retry-After at once
@@ -121,6 +126,7 @@ class Settings(BaseSettings):
     tasks: TasksSettings = Field(default_factory=TasksSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     dependencies: DependencySettings = Field(default_factory=DependencySettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ import colorsys
 import functools
 import hashlib
 import io
+import os
 import re
 from dataclasses import dataclass
 
@@ -68,6 +69,8 @@ class LocalImageModel:
     multiple of 16, so both sides stay even for H.264)."""
 
     name = "local-keyframe-1"
+    max_concurrency = os.cpu_count() or 1
+    """CPU work (PIL, ffmpeg): more at once than there are cores only queues it."""
 
     def __init__(self, *, long_side: int = FULL_LONG_SIDE) -> None:
         if long_side < 160 or long_side % 16:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import subprocess
 import tempfile
 from collections import deque
@@ -51,6 +52,8 @@ class LocalVideoModel:
     """
 
     name = "local-clip-1"
+    max_concurrency = os.cpu_count() or 1
+    """CPU work (PIL, ffmpeg): more at once than there are cores only queues it."""
 
     def __init__(self, *, preset: str = "superfast", crf: int = 23) -> None:
         self.preset = preset

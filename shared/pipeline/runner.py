@@ -39,6 +39,7 @@ from shared.models.projects import (
     StageLease,
 )
 from shared.models.snapshots import SnapshotWithAssets
+from shared.pipeline.concurrency import ProviderCalls, all_of, close_provider
 from shared.pipeline.ports import (
     AssetBrief,
     ClipOperation,
@@ -141,6 +142,23 @@ def clip_reused(scene: Scene, hit: IndexEntry) -> Scene:
         None,
     )
     after.bases["clip"], after.reused_from["clip"] = hit.digest, hit.source()
+    return after
+
+
+def with_keyframes(
+    scene: Scene, specs: list[KeyframeSpec], frames: list[tuple[IndexEntry, bool]]
+) -> Scene:
+    """The scene with its keyframes: each (entry, reused) of the spec at the same place."""
+    after = scene.model_copy(deep=True)
+    for spec, (entry, reused) in zip(specs, frames, strict=True):
+        setattr(after, f"{spec.role}_object", entry.object_name)
+        after.bases[spec.role] = spec.digest
+        if reused:
+            after.reused_from[spec.role] = entry.source()
+        else:
+            after.reused_from.pop(spec.role, None)
+            after.cost_usd = round(after.cost_usd + entry.cost_usd, 6)
+    after.keyframe_state, after.error = MediaState.DONE, None
     return after
 
 
@@ -487,26 +505,50 @@ class PipelineRunner:
         self, project: Project, providers: ProviderSet, spec: KeyframeSpec,
         by_id: Mapping[str, Asset], known: dict[str, IndexEntry], scene: int, made_in: str,
     ) -> tuple[IndexEntry, bool]:  # fmt: skip
+        """One keyframe in an event loop of its own (an explicit regeneration)."""
+
+        async def one() -> tuple[IndexEntry, bool]:
+            try:
+                calls = ProviderCalls(1)
+                return await self._keyframe(
+                    project, providers, spec, by_id, known, scene, made_in, calls
+                )
+            finally:
+                await close_provider(providers.image)
+
+        return asyncio.run(one())
+
+    async def _keyframe(
+        self, project: Project, providers: ProviderSet, spec: KeyframeSpec,
+        by_id: Mapping[str, Asset], known: dict[str, IndexEntry], scene: int, made_in: str,
+        calls: ProviderCalls,
+    ) -> tuple[IndexEntry, bool]:  # fmt: skip
         """The keyframe of this spec: from the index when it is there, else made and recorded.
         Answers the entry and whether it was reused."""
         hit = known.get(spec.digest)
         if hit is not None:
             return hit, True
-        request = KeyframeRequest(
-            spec.prompt, project.aspect_ratio, self._references(spec.reference_ids, by_id),
-            seed=spec.seed,
-        )  # fmt: skip
-        try:
-            image = asyncio.run(providers.image.keyframe(request))
-        except ProviderError as error:
-            raise ProviderError(str(error), scene=scene) from error
-        name = store_media(self._blobs, self._bucket, image.data, image.content_type, "png")
-        entry = self._record(
-            project, Stage.KEYFRAMES, BasisKind.KEYFRAME, spec.digest, name, image.content_type,
-            image.usage.cost_usd, scene, made_in,
-        )  # fmt: skip
-        known[spec.digest] = entry
-        return entry, False
+
+        async def make() -> IndexEntry:
+            references = await asyncio.to_thread(self._references, spec.reference_ids, by_id)
+            request = KeyframeRequest(spec.prompt, project.aspect_ratio, references, seed=spec.seed)
+            try:
+                image = await providers.image.keyframe(request)
+            except ProviderError as error:
+                raise ProviderError(str(error), scene=scene) from error
+
+            def keep() -> IndexEntry:
+                name = store_media(self._blobs, self._bucket, image.data, image.content_type, "png")
+                return self._record(
+                    project, Stage.KEYFRAMES, BasisKind.KEYFRAME, spec.digest, name,
+                    image.content_type, image.usage.cost_usd, scene, made_in,
+                )  # fmt: skip
+
+            entry = await asyncio.to_thread(keep)
+            known[spec.digest] = entry
+            return entry
+
+        return await calls.once(spec.digest, make)
 
     def _keyframes(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
         by_id = self.snapshot_assets(project)
@@ -519,33 +561,38 @@ class PipelineRunner:
         # Scenes the index has whole are written together first: one check, one batch.
         whole = [s for s in todo if all(k.digest in known for k in specs[s.index])]
         rest = [s for s in todo if s not in whole]
-        saved = [(s, self._keyframed(project, providers, s, specs[s.index], by_id, known, made_in))
-                 for s in whole]  # fmt: skip
-        self._save_scenes(project, saved)
-        for scene in rest:
-            after = self._keyframed(project, providers, scene, specs[scene.index], by_id, known,
-                                    made_in)  # fmt: skip
-            self._save_scenes(project, [(scene, after)])
+
+        async def stage() -> None:
+            calls = ProviderCalls(self._concurrency(providers.image))
+
+            async def keyframed(scene: Scene) -> tuple[Scene, Scene]:
+                frames = await asyncio.gather(*(
+                    self._keyframe(project, providers, spec, by_id, known, scene.index, made_in,
+                                   calls)
+                    for spec in specs[scene.index]
+                ))  # fmt: skip
+                return scene, with_keyframes(scene, specs[scene.index], frames)
+
+            async def one(scene: Scene) -> None:
+                # Saved as soon as it is made: a crash loses only the calls in flight.
+                await asyncio.to_thread(self._save_scenes, project, [await keyframed(scene)])
+
+            try:
+                saved = [await keyframed(s) for s in whole]  # all in the index: no calls
+                await asyncio.to_thread(self._save_scenes, project, saved)
+                await all_of(one(scene) for scene in rest)
+            finally:
+                await close_provider(providers.image)
+
+        asyncio.run(stage())
         return True
 
-    def _keyframed(
-        self, project: Project, providers: ProviderSet, scene: Scene, specs: list[KeyframeSpec],
-        by_id: Mapping[str, Asset], known: dict[str, IndexEntry], made_in: str,
-    ) -> Scene:  # fmt: skip
-        after = scene.model_copy(deep=True)
-        for spec in specs:
-            entry, reused = self.make_keyframe(
-                project, providers, spec, by_id, known, scene.index, made_in
-            )
-            setattr(after, f"{spec.role}_object", entry.object_name)
-            after.bases[spec.role] = spec.digest
-            if reused:
-                after.reused_from[spec.role] = entry.source()
-            else:
-                after.reused_from.pop(spec.role, None)
-                after.cost_usd = round(after.cost_usd + entry.cost_usd, 6)
-        after.keyframe_state, after.error = MediaState.DONE, None
-        return after
+    def _concurrency(self, provider: object) -> int:
+        """The project's bound on calls in flight, and the provider's own, if it has one (the
+        local models are bound by the cores, not by a remote service)."""
+        own = getattr(provider, "max_concurrency", None)
+        bound = self._settings.pipeline.concurrency
+        return min(bound, own) if own else bound
 
     # ----- clips -----------------------------------------------------------------------------
 
@@ -553,60 +600,76 @@ class PipelineRunner:
         todo = [s for s in self._projects.scenes(project.id) if s.clip_state is not MediaState.DONE]
         keys = {s.index: self._clip_key(project, s) for s in todo}
         known = self.index.find(project.owner_id, keys.values())
-        waiting = False
         reused = [(s, clip_reused(s, known[keys[s.index]])) for s in todo if keys[s.index] in known]
         self._save_scenes(project, reused)  # together: one check, one batch
-        started: dict[str, str] = {}
-        """Clip digests this pass started: a second scene with the same inputs shares the one
-        operation instead of paying for another."""
-        for scene in [s for s in todo if keys[s.index] not in known]:
-            key, after = keys[scene.index], scene.model_copy(deep=True)
-            if key in known:  # made by an earlier scene of this pass
-                self._save_scenes(project, [(scene, clip_reused(scene, known[key]))])
-                continue
-            if key in started and scene.clip_state is not MediaState.RUNNING:
-                after.clip_state, after.clip_operation = MediaState.RUNNING, started[key]
-                after.bases["clip"] = key
-                self._save_scenes(project, [(scene, after)])
-                waiting = True
-                continue
+        rest = [s for s in todo if keys[s.index] not in known]
+        waiting = asyncio.run(self._advance_clips(project, providers, rest, keys, known))
+        if waiting:  # one delayed task polls every operation of the stage
+            self.enqueue(project, Stage.CLIPS, poll=task.poll + 1, delay_s=POLL_DELAY_S)
+        return not waiting
+
+    async def _advance_clips(
+        self, project: Project, providers: ProviderSet, scenes: list[Scene],
+        keys: dict[int, str], known: dict[str, IndexEntry],
+    ) -> bool:  # fmt: skip
+        """Starts or polls the clip operation of each scene, all at once (up to the bound);
+        answers whether any is still running. Scenes with the same inputs share one operation
+        and one poll."""
+        calls = ProviderCalls(self._concurrency(providers.video))
+        running: list[int] = []
+
+        async def advance(scene: Scene) -> tuple[ClipOperation, IndexEntry | None]:
             try:
                 if scene.clip_state is MediaState.RUNNING and scene.clip_operation:
-                    operation = asyncio.run(
-                        providers.video.poll_clip(ClipOperation(scene.clip_operation))
-                    )
+                    operation = await providers.video.poll_clip(ClipOperation(scene.clip_operation))
                 else:
-                    operation = asyncio.run(
-                        providers.video.start_clip(self._clip_request(project, scene))
-                    )
+                    request = await asyncio.to_thread(self._clip_request, project, scene)
+                    operation = await providers.video.start_clip(request)
             except ProviderError as error:
                 raise ProviderError(str(error), scene=scene.index) from error
+            if operation.error or not operation.done or operation.video is None:
+                return operation, None
+            video, cost = operation.video, operation.usage.cost_usd if operation.usage else 0.0
+
+            def keep() -> IndexEntry:
+                name = store_media(self._blobs, self._bucket, video, "video/mp4", "mp4")
+                return self._record(
+                    project, Stage.CLIPS, BasisKind.CLIP, keys[scene.index], name, "video/mp4",
+                    cost, scene.index, checkpoint_id(project, Stage.CLIPS),
+                )  # fmt: skip
+
+            entry = await asyncio.to_thread(keep)
+            known[keys[scene.index]] = entry
+            return operation, entry
+
+        async def one(scene: Scene) -> None:
+            key = keys[scene.index]
+            (operation, entry), shared = await calls.once(key, lambda: advance(scene))
+            after = scene.model_copy(deep=True)
+            after.bases["clip"] = key
+            after.reused_from.pop("clip", None)
             if operation.error:
                 # Recorded on the scene, its operation dropped: a resume starts a new one.
                 after.clip_state, after.clip_operation = MediaState.FAILED, None
                 after.error = operation.error
-                self._save_scenes(project, [(scene, after)])
-                raise ProviderError(operation.error, scene=scene.index)
-            after.bases["clip"] = key
-            after.reused_from.pop("clip", None)
-            if operation.done and operation.video is not None:
-                name = store_media(self._blobs, self._bucket, operation.video, "video/mp4", "mp4")
-                cost = operation.usage.cost_usd if operation.usage else 0.0
-                known[key] = self._record(
-                    project, Stage.CLIPS, BasisKind.CLIP, key, name, "video/mp4", cost,
-                    scene.index, checkpoint_id(project, Stage.CLIPS),
-                )  # fmt: skip
-                after.clip_object, after.clip_state = name, MediaState.DONE
+            elif entry is not None and shared:
+                after = clip_reused(scene, entry)  # made by another scene of this pass
+            elif entry is not None:
+                after.clip_object, after.clip_state = entry.object_name, MediaState.DONE
                 after.clip_operation, after.error = None, None
-                after.cost_usd = round(scene.cost_usd + cost, 6)
+                after.cost_usd = round(scene.cost_usd + entry.cost_usd, 6)
             else:
                 after.clip_state, after.clip_operation = MediaState.RUNNING, operation.name
-                started[key] = operation.name
-                waiting = True
-            self._save_scenes(project, [(scene, after)])
-        if waiting:
-            self.enqueue(project, Stage.CLIPS, poll=task.poll + 1, delay_s=POLL_DELAY_S)
-        return not waiting
+                running.append(scene.index)
+            await asyncio.to_thread(self._save_scenes, project, [(scene, after)])
+            if operation.error:
+                raise ProviderError(operation.error, scene=scene.index)
+
+        try:
+            await all_of(one(scene) for scene in scenes)
+        finally:
+            await close_provider(providers.video)
+        return bool(running)
 
     @staticmethod
     def _clip_key(project: Project, scene: Scene) -> str:

@@ -3,6 +3,7 @@ tasks are recorded and delivered by the test, in order, once or twice as Cloud T
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -183,7 +184,8 @@ def test_a_failure_names_stage_and_scene_and_resume_retries_that_scene(
         "scene": 1,
         "cause": "the image model refused the prompt",
     }
-    assert [s["keyframe_state"] for s in failed["scenes"]] == ["done", "pending", "pending"]
+    # The other scenes' calls ran at the same time and were kept: resume makes only scene 1.
+    assert [s["keyframe_state"] for s in failed["scenes"]] == ["done", "pending", "done"]
 
     failing["image"].refuse = False
     api.ok("POST", f"/projects/{created['id']}/resume")
@@ -474,6 +476,9 @@ def age(project_id: str) -> None:
 
 
 def killed_in_keyframes(api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch) -> Any:
+    # One call at a time, so that the scenes before the kill are made and saved, and those
+    # after it not started: what the requeued stage must make is then exact.
+    monkeypatch.setattr(services().settings.pipeline, "concurrency", 1)
     killing = wrap(monkeypatch, "image", KilledAtScene)
     created = generate(api, take_seed=77)
     tasks.deliver_all(limit=1)  # the storyboard
@@ -543,3 +548,82 @@ def test_a_stage_stuck_past_the_requeue_limit_fails_naming_why_and_resumes(
     api.ok("POST", f"/projects/{project_id}/resume")
     tasks.deliver_all()
     assert project(api, project_id)["project"]["status"] == "complete"
+
+
+class Overlapping:
+    """An image model with a remote model's latency that notes how many calls it has in
+    flight at once."""
+
+    name = "local-keyframe-1"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.in_flight, self.most, self.calls = inner, 0, 0, 0
+
+    async def keyframe(self, request: KeyframeRequest) -> GeneratedImage:
+        self.calls += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.2)
+            return await self.inner.keyframe(request)  # type: ignore[no-any-return]
+        finally:
+            self.in_flight -= 1
+
+
+def test_a_stages_image_calls_run_at_once_up_to_the_projects_bound(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services().settings.pipeline, "concurrency", 5)
+    image = wrap(monkeypatch, "image", Overlapping)
+    created = generate(api, total_seconds=12)  # 6 scenes, 12 frames
+    tasks.deliver_all()
+
+    done = project(api, created["id"])
+    assert done["project"]["status"] == "complete"
+    assert all(s["keyframe_state"] == "done" for s in done["scenes"])
+    assert image["image"].calls == 12
+    assert image["image"].most == 5
+
+
+def test_the_real_genai_providers_run_a_stages_calls_at_once_and_poll_clips_together(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """google-genai's own client against the stand-in, at a remote model's latency: each
+    stage task runs its calls in one event loop with one client, at most `concurrency` at
+    once, and the clips of the stage are polled by one delayed task per pass."""
+    from dataclasses import replace
+
+    from pydantic import SecretStr
+
+    from shared.pipeline.local_video import LocalVideoModel
+    from shared.settings import get_settings
+    from tests.support.gemini_standin import GeminiStandin, StandinReply, VideoJob, sample_png
+
+    models = get_settings().models
+    frame = sample_png((640, 360))
+    clip = asyncio.run(LocalVideoModel().start_clip(ClipRequest(
+        prompt="a drift", start_frame=frame, end_frame=None, seconds=4, aspect_ratio="16:9",
+        audio=False, seed=1,
+    ))).video  # fmt: skip
+    with GeminiStandin(replace(StandinReply.image(frame), delay_s=0.3)) as standin:
+        standin.default_video_job = VideoJob(video=clip)
+        monkeypatch.setattr(models, "gemini_api_key", SecretStr("test-key"))
+        monkeypatch.setattr(models, "vertex_api_key", SecretStr("test-key"))
+        monkeypatch.setattr(models, "gemini_base_url", standin.base_url)
+        monkeypatch.setattr(services().settings.pipeline, "concurrency", 3)
+        created = generate(api, image_model="gemini-2.5-flash-image",
+                           video_model="veo-3.0-fast-generate-001", clip_seconds=4,
+                           total_seconds=16)  # fmt: skip
+        outcomes = tasks.deliver_all()
+
+        done = project(api, created["id"])
+        assert done["project"]["status"] == "complete", done["project"]
+        assert all(s["clip_state"] == "done" for s in done["scenes"])
+        assert len(standin.requests_to("generateContent")) == 8  # two frames per scene
+        assert standin.max_in_flight == 3
+        assert len(standin.requests_to("predictLongRunning")) == 4
+        # Storyboard, keyframes, the clips started, two polls (the stand-in answers "not
+        # done" once), stitch: one task for each pass over all four clips, not one per scene.
+        assert outcomes == [StageOutcome.DONE, StageOutcome.DONE, StageOutcome.WAITING,
+                            StageOutcome.WAITING, StageOutcome.DONE, StageOutcome.DONE]  # fmt: skip
+        assert len(standin.requests_to("fetchPredictOperation")) == 8

@@ -61,6 +61,8 @@ class Noting:
 
     def __getattr__(self, method: str) -> Any:
         forward = getattr(self._real, method)
+        if not callable(forward):
+            return forward  # an attribute (max_concurrency), not a call
 
         def call(*args: Any) -> Any:
             self._calls.note(method, *args)
@@ -480,7 +482,9 @@ def test_a_delivery_of_a_stopped_run_writes_no_scene_and_its_paid_work_is_reused
     tasks.deliver_all(limit=1)  # keyframes: stopped at scene 1
     stopped = project(api, pid)
     assert stopped["project"]["status"] == "stopped"
-    assert [s["keyframe_state"] for s in stopped["scenes"]] == ["done", "pending", "pending"]
+    # Scene 1's frame was in flight when the stop landed: not written (the others ran at the
+    # same time and may or may not have been written before it).
+    assert stopped["scenes"][1]["keyframe_state"] == "pending"
 
     monkeypatch.setattr(services().pipeline, "_providers", counting)
     api.ok("POST", f"/projects/{pid}/resume")
