@@ -6,46 +6,46 @@
 Starts its own LocalStack under .local/bench (emulators, both functions as real
 functions-framework processes, the event bridge), drives the `api` function over HTTP from
 client threads, and stops the stack at the end. Prints a table and writes
-benchmarks/reports/api.md and benchmarks/reports/api.json. See benchmarks/README.md.
+benchmarks/reports/api.md and benchmarks/reports/api.json (`--out DIR` elsewhere). See
+benchmarks/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import ctypes
 import datetime as dt
-import json
 import math
 import os
-import platform
 import re
-import resource
-import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, Python puts benchmarks/ on the path, not the repository root.
-sys.path.insert(0, str(ROOT))
-# Before any Google client is imported: credential lookup must never probe a metadata server.
-os.environ["NO_GCE_CHECK"] = "true"
+import requests
+from common import (
+    CORES,
+    ROOT,
+    CpuWindow,
+    arguments,
+    child_env,
+    json_safe,
+    machine,
+    markdown_table,
+    own_stack,
+    spawned,
+    text_table,
+    write_atomically,
+    write_json,
+)
 
-import requests  # noqa: E402
-from common import FOREIGN_STACK_ENV, command_output, json_safe, package_version, write_atomically  # noqa: E402
+from infra.local.stack import LocalStack, StackSettings, free_port
 
-from infra.local.stack import LocalStack, StackSettings, free_port  # noqa: E402
-
-REPORTS = ROOT / "benchmarks" / "reports"
-CORES = len(os.sched_getaffinity(0))
 STATE_DIR = ROOT / ".local" / "bench"
 UPLOAD_LAYOUT_OUTSIDE = "bench/not-an-asset-upload.bin"
 
@@ -88,20 +88,10 @@ FULL = Profile(
     scaling_extra_manifests=2000,
     scaling_probes=40,
 )
-QUICK = Profile(
-    concurrency=(1, 8, 32),
-    repeats=1,
-    requests_per_measurement=60,
-    min_per_client=2,
-    max_seconds=1.0,
-    warmup_per_client=1,
-    list_manifests=200,
-    read_assets=10,
-    spawns=1,
-    imports=1,
-    scaling_extra_manifests=300,
-    scaling_probes=20,
-)
+QUICK = replace(
+    FULL, repeats=1, requests_per_measurement=60, min_per_client=2, max_seconds=1.0,
+    warmup_per_client=1, spawns=1, imports=1, scaling_extra_manifests=300, scaling_probes=20,
+)  # fmt: skip
 
 # The operations, in the order each round runs them. The baseline comes first so that it is
 # measured beside the others in every round, under the same machine noise.
@@ -113,68 +103,6 @@ OPERATIONS = (
     ("asset_spread", "POST /manifests/{id}/assets, each client its own manifest"),
     ("asset_same", "POST /manifests/{id}/assets, every client on one manifest"),
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# Process CPU, to see where the time goes on a machine with two cores
-
-
-def _clock_ticks() -> int:
-    return os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rindex(")") + 2 :].split()  # the command name may hold spaces
-
-
-def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU of every live process in a process group (gunicorn's master and
-    worker, node and its helpers), plus what their reaped children used."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(int(entry))
-        if fields and int(fields[2]) == pgid:
-            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return ticks / _clock_ticks()
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def system_ticks() -> tuple[int, int, int]:
-    """(busy, steal, total) clock ticks of the whole machine, from /proc/stat."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, idle, iowait, irq, softirq, steal = fields
-    busy = user + nice + system + irq + softirq
-    return busy, steal, busy + idle + iowait + steal
-
-
-@dataclass
-class CpuReading:
-    processes: dict[str, float]
-    system: tuple[int, int, int]
-
-
-class CpuMeter:
-    """CPU seconds used by the load generator (this process) and by stack processes, and the
-    whole machine's ticks: on a shared machine, what others use during a measurement is part
-    of reading its figures."""
-
-    def __init__(self, groups: dict[str, int]) -> None:
-        self.groups = groups
-
-    def read(self) -> CpuReading:
-        reading = {name: group_cpu_seconds(pgid) for name, pgid in self.groups.items()}
-        reading["client"] = own_cpu_seconds()
-        return CpuReading(reading, system_ticks())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,20 +251,18 @@ def measure(
     concurrency: int,
     repeat: int,
     profile: Profile,
-    meter: CpuMeter,
+    groups: dict[str, int],
 ) -> Sample:
     per_client = max(profile.min_per_client, profile.requests_per_measurement // concurrency)
     started_at = time.time()
-    before = meter.read()
-    load = clients.run(make, per_client, profile.max_seconds)
-    after = meter.read()
+    with CpuWindow(groups) as cpu:
+        load = clients.run(make, per_client, profile.max_seconds)
     ended_at = time.time()
     wall = load.wall_s
     ok = sum(n for s, n in load.statuses.items() if _ok(s))
     total = sum(load.statuses.values())
     ordered = sorted(load.latencies)
-    used = {name: after.processes[name] - before.processes[name] for name in after.processes}
-    busy, steal, ticks = (a - b for a, b in zip(after.system, before.system, strict=True))
+    used = {**cpu.use.groups_s, "client": cpu.use.own_s}
     ours = sum(used.values()) / (wall * CORES) if wall > 0 else math.nan
     return Sample(
         operation=operation,
@@ -353,9 +279,9 @@ def measure(
         max_ms=(ordered[-1] if ordered else math.nan) * 1000,
         cpu_ms_per_ok={k: (v * 1000 / ok if ok else math.nan) for k, v in used.items()},
         cpu_busy=ours,
-        # Ticks cover the meter reads too, a little longer than `wall`: clamp, never negative.
-        cpu_others=max(0.0, busy / ticks - ours) if ticks else math.nan,
-        steal=steal / ticks if ticks else math.nan,
+        # Ticks cover the window, a little longer than `wall`: clamp, never negative.
+        cpu_others=max(0.0, cpu.use.busy_share - ours),
+        steal=cpu.use.steal_share,
         hit_time_cap=load.capped,
         started_at=started_at,
         ended_at=ended_at,
@@ -505,41 +431,6 @@ def check_manifest(api: Api, manifest_id: str, answered_201: int | None) -> list
 # Cold starts
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Between fork and exec: a killed benchmark must not leave functions behind.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def spawned(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        child = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group, so the gunicorn worker goes with it
-            preexec_fn=_die_with_parent,
-        )
-    try:
-        yield child
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGTERM)
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait(timeout=10)
-
-
 def _wait_for(
     child: subprocess.Popen[bytes], attempt: Callable[[], bool], t0: float, what: str
 ) -> float:
@@ -569,25 +460,10 @@ def _answers(session: requests.Session, method: str, url: str, **kwargs: Any) ->
     return attempt
 
 
-def function_env(stack: LocalStack) -> dict[str, str]:
-    # What the stack gives its own functions (infra.local.stack.start_functions).
-    existing = os.environ.get("PYTHONPATH")
-    pythonpath = f"{ROOT}{os.pathsep}{existing}" if existing else str(ROOT)
-    return {**os.environ, "PYTHONUNBUFFERED": "1", **stack.env, "PYTHONPATH": pythonpath}
-
-
 def function_argv(stack: LocalStack, target: str, port: int) -> list[str]:
-    return [
-        str(ROOT / ".venv" / "bin" / "functions-framework"),
-        "--source",
-        str(stack.functions_source),
-        "--target",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    return [str(ROOT / ".venv" / "bin" / "functions-framework"), "--source",
+            str(stack.functions_source), "--target", target, "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
 
 
 def cold_start_api(stack: LocalStack, log: Path) -> dict[str, float]:
@@ -596,20 +472,12 @@ def cold_start_api(stack: LocalStack, log: Path) -> dict[str, float]:
     # A fresh session each spawn: no connection may survive from the previous process.
     with requests.Session() as session:
         t0 = time.perf_counter()
-        with spawned(function_argv(stack, "api", port), function_env(stack), log) as child:
+        with spawned(function_argv(stack, "api", port), child_env(stack), log) as child:
             healthz = _wait_for(child, _answers(session, "GET", f"{base}/healthz"), t0, "api")
             # The first Firestore answer also builds the Firestore client and its channel.
-            first = _wait_for(
-                child,
-                _answers(
-                    session,
-                    "GET",
-                    f"{base}/manifests?limit=20",
-                    headers={"Authorization": f"Bearer dev:{UID_LIST}"},
-                ),
-                t0,
-                "api",
-            )
+            auth = {"Authorization": f"Bearer dev:{UID_LIST}"}
+            listed = _answers(session, "GET", f"{base}/manifests?limit=20", headers=auth)
+            first = _wait_for(child, listed, t0, "api")
     return {"healthz_s": healthz, "first_real_s": first}
 
 
@@ -634,13 +502,9 @@ def cold_start_on_upload(stack: LocalStack, log: Path) -> dict[str, float]:
     with requests.Session() as session:
         t0 = time.perf_counter()
         argv = function_argv(stack, "on_upload", port)
-        with spawned(argv, function_env(stack), log) as child:
-            acked = _wait_for(
-                child,
-                _answers(session, "POST", url, json=resource_, headers=headers),
-                t0,
-                "on_upload",
-            )
+        with spawned(argv, child_env(stack), log) as child:
+            event = _answers(session, "POST", url, json=resource_, headers=headers)
+            acked = _wait_for(child, event, t0, "on_upload")
     return {"event_acked_s": acked}
 
 
@@ -650,7 +514,7 @@ _IMPORT_PROBE = (
 
 
 def import_time(stack: LocalStack) -> dict[str, float]:
-    env = function_env(stack)
+    env = child_env(stack)
     python = str(ROOT / ".venv" / "bin" / "python")
     t0 = time.perf_counter()
     out = subprocess.run(
@@ -671,7 +535,7 @@ def heaviest_imports(stack: LocalStack, top: int = 8) -> list[dict[str, Any]]:
     out = subprocess.run(
         [python, "-X", "importtime", "-c", "import functions.main"],
         cwd=ROOT,
-        env=function_env(stack),
+        env=child_env(stack),
         capture_output=True,
         text=True,
         check=True,
@@ -720,47 +584,6 @@ def cold_starts(stack: LocalStack, profile: Profile) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # The run
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    memory_gib = math.nan
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        first = Path("/proc/meminfo").read_text().splitlines()[0]
-        memory_gib = int(first.split()[1]) / 1024 / 1024
-
-    version, command = package_version, command_output
-
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "cores": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "memory_gib": round(memory_gib, 1),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "node": command("node", "--version"),
-        "commit": command("git", "rev-parse", "--short", "HEAD"),
-        "working_tree_changed": bool(
-            command("git", "status", "--porcelain", "--untracked-files=no")
-        ),
-        "packages": {
-            p: version(p)
-            for p in (
-                "functions-framework",
-                "gunicorn",
-                "flask",
-                "google-cloud-firestore",
-                "requests",
-            )
-        },
-        "server_threads": int(os.environ.get("THREADS", (os.cpu_count() or 1) * 4)),
-        "loadavg_start": os.getloadavg(),
-    }
 
 
 def aggregate(samples: list[Sample]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -850,7 +673,7 @@ def measure_round(
     c: int,
     repeat: int,
     profile: Profile,
-    meter: CpuMeter,
+    groups: dict[str, int],
     checks: list[dict[str, Any]],
 ) -> list[Sample]:
     """Every operation once at c clients, on freshly seeded data."""
@@ -873,7 +696,7 @@ def measure_round(
             # left idle about as long as gunicorn's 2 s keep-alive has its connections closed
             # by the server just as it sends, and those failures would be the benchmark's own.
             pools[op].run(bind_hot(makers[op], warm), profile.warmup_per_client, 5.0)
-            sample = measure(pools[op], op, bind_hot(makers[op], hot), c, repeat, profile, meter)
+            sample = measure(pools[op], op, bind_hot(makers[op], hot), c, repeat, profile, groups)
             samples.append(sample)
             problems: list[str] = []
             if op == "asset_spread":
@@ -898,7 +721,9 @@ def measure_round(
     return samples
 
 
-def list_scaling(stack: LocalStack, api: Api, profile: Profile, meter: CpuMeter) -> dict[str, Any]:
+def list_scaling(
+    stack: LocalStack, api: Api, profile: Profile, groups: dict[str, int]
+) -> dict[str, Any]:
     """List cost (one client) with only the seed, then with other users' manifests added: an
     emulator cost that Cloud Firestore, which serves the query from an index, does not have.
     The emulator's CPU per list is given beside the latency: it barely moves with the load
@@ -908,12 +733,12 @@ def list_scaling(stack: LocalStack, api: Api, profile: Profile, meter: CpuMeter)
         for _ in range(5):  # unrecorded: the first queries after a burst of writes run slow
             api.call("GET", "/manifests?limit=20", UID_LIST)
         times = []
-        before = meter.read().processes.get("firestore", math.nan)
-        for _ in range(profile.scaling_probes):
-            began = time.perf_counter()
-            api.call("GET", "/manifests?limit=20", UID_LIST)
-            times.append(time.perf_counter() - began)
-        used = meter.read().processes.get("firestore", math.nan) - before
+        with CpuWindow(groups) as cpu:
+            for _ in range(profile.scaling_probes):
+                began = time.perf_counter()
+                api.call("GET", "/manifests?limit=20", UID_LIST)
+                times.append(time.perf_counter() - began)
+        used = cpu.use.groups_s.get("firestore", math.nan)
         return statistics.median(times) * 1000, used * 1000 / profile.scaling_probes
 
     fresh_fixtures(stack, api, profile)
@@ -950,22 +775,20 @@ def seeded_manifest_count(profile: Profile) -> int:
 
 def run(profile: Profile, quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
-    for name in FOREIGN_STACK_ENV:
-        if os.environ.pop(name, None) is not None:
-            print(f"benchmark: ignoring {name} from the environment; it runs its own stack")
     settings = StackSettings()
     # The bridge polls the upload bucket; nothing here uploads, and four polls a second would
     # only add noise to a two-core machine.
     settings.local.bridge_poll_interval_s = 5.0
-    info = machine()
-    stack = LocalStack(STATE_DIR, settings=settings, die_with_parent=True)
+    info = machine(
+        ("functions-framework", "gunicorn", "flask", "google-cloud-firestore", "requests"),
+        server_threads=int(os.environ.get("THREADS", (os.cpu_count() or 1) * 4)),
+    )
     print(f"benchmark: starting the local stack under {STATE_DIR.relative_to(ROOT)}")
-    t = time.perf_counter()
-    stack.start(functions=True)
-    stack_start_s = time.perf_counter() - t
     samples: list[Sample] = []
     checks: list[dict[str, Any]] = []
-    try:
+    stack_started = time.perf_counter()
+    with own_stack(STATE_DIR, functions=True, settings=settings) as stack:
+        stack_start_s = time.perf_counter() - stack_started
         print(f"benchmark: stack up in {stack_start_s:.1f}s; cold starts")
         cold = cold_starts(stack, profile)
 
@@ -973,21 +796,18 @@ def run(profile: Profile, quick: bool) -> dict[str, Any]:
         groups = {"api": stack.processes["api"].pid}
         if "firestore" in stack.processes:
             groups["firestore"] = stack.processes["firestore"].pid
-        meter = CpuMeter(groups)
         # Rounds go through every concurrency in turn, repeat after repeat, so that a burst
         # of load from a neighbour on a shared machine falls on one repeat of several cells
         # (which the median then discounts) rather than on every repeat of one cell.
         for repeat in range(profile.repeats):
             print(f"benchmark: round {repeat + 1} of {profile.repeats}")
             for c in profile.concurrency:
-                samples += measure_round(stack, api, c, repeat, profile, meter, checks)
+                samples += measure_round(stack, api, c, repeat, profile, groups, checks)
         print("benchmark: list latency against the size of the manifests collection")
-        scaling = list_scaling(stack, api, profile, meter)
+        scaling = list_scaling(stack, api, profile, groups)
         api_log = stack.log_path("api").read_text(errors="replace")
         server_errors = len(re.findall(r"^Traceback| ERROR ", api_log, re.MULTILINE))
         goaways = grpc_goaways(api_log)
-    finally:
-        stack.stop()
 
     table = aggregate(samples)
     return {
@@ -997,7 +817,8 @@ def run(profile: Profile, quick: bool) -> dict[str, Any]:
         "stack_start_s": stack_start_s,
         "cold_start": cold,
         "results": {op: {str(c): row for c, row in per.items()} for op, per in table.items()},
-        "ratios": _str_keys(ratios(table)),
+        # Concurrencies as strings, as in "results": the report looks one up by the other's.
+        "ratios": json_safe(ratios(table)),
         "integrity_checks": checks,
         "list_scaling": scaling,
         "api_log_errors": server_errors,
@@ -1029,12 +850,6 @@ def during(at: float, samples: list[Sample]) -> str | None:
         if s.started_at <= at <= s.ended_at:
             return f"{s.operation} at {s.concurrency} clients, round {s.repeat + 1}"
     return None
-
-
-def _str_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _str_keys(v) for k, v in value.items()}
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1071,19 +886,10 @@ def results_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 RESULT_HEADERS = [
-    "operation",
-    "clients",
-    "req/s (min–max)",
-    "p50 ms",
-    "p99 ms",
-    "errors",
-    "p50 vs healthz",
-    "healthz req/s ÷ op",
-    "api CPU ms/req",
-    "firestore CPU ms/req",
-    "client CPU ms/req",
+    "operation", "clients", "req/s (min–max)", "p50 ms", "p99 ms", "errors", "p50 vs healthz",
+    "healthz req/s ÷ op", "api CPU ms/req", "firestore CPU ms/req", "client CPU ms/req",
     "CPU ours / others",
-]
+]  # fmt: skip
 
 
 def contention_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -1105,14 +911,9 @@ def contention_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 CONTENTION_HEADERS = [
-    "clients",
-    "req/s same ÷ spread",
-    "p50 same ÷ spread",
-    "p99 same ÷ spread",
-    "api CPU/write same ÷ spread",
-    "firestore CPU/write same ÷ spread",
-    "same-manifest answers",
-]
+    "clients", "req/s same ÷ spread", "p50 same ÷ spread", "p99 same ÷ spread",
+    "api CPU/write same ÷ spread", "firestore CPU/write same ÷ spread", "same-manifest answers",
+]  # fmt: skip
 
 
 def cold_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -1139,21 +940,6 @@ def cold_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 COLD_HEADERS = ["cold start", "median ms", "min–max ms", "runs"]
-
-
-def text_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    return "\n".join(lines)
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # Above this share of the machine taken by other processes, a cell's figures are suspect.
@@ -1328,20 +1114,8 @@ def _checks_line(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=REPORTS,
-        help="where api.md and api.json go (default: %(default)s)",
-    )
-    args = parser.parse_args(argv)
-
-    # SIGTERM (a CI timeout, say) must still reach the finally that stops the stack.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    profile = QUICK if args.quick else FULL
-    report = run(profile, args.quick)
+    args = arguments(__doc__, "smoke run, under a minute", argv)
+    report = run(QUICK if args.quick else FULL, args.quick)
 
     print()
     print(text_table(RESULT_HEADERS, results_rows(report)))
@@ -1360,7 +1134,7 @@ def main(argv: list[str] | None = None) -> int:
     print("anomalies:" if notes else "anomalies: none")
     for note in notes:
         print(f"  - {note}")
-    write_atomically(args.out / "api.json", json.dumps(json_safe(report), indent=2) + "\n")
+    write_json(args.out / "api.json", report, indent=2)
     write_atomically(args.out / "api.md", markdown(report))
     print(f"\nwall time {report['wall_s']:.0f} s; reports in {args.out}/api.md and api.json")
     return 0

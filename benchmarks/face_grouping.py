@@ -17,35 +17,28 @@ Measured in the same run, on the same data:
 Time is the best of a few runs (the machine is shared), with that run's CPU time over all
 threads; peak memory is tracemalloc's peak of a separate run (numpy reports its buffers to
 it), so tracing never slows the timed runs.
-Prints a table and writes benchmarks/reports/face_grouping.md.
+Prints a table and writes benchmarks/reports/face_grouping.md (`--out DIR` elsewhere).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import itertools
 import os
 import platform
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from common import CORES, arguments, markdown_table, write_atomically
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, Python puts benchmarks/ on the path, not the repository root.
-sys.path.insert(0, str(ROOT))
-
-from shared.manifesting.face_groups import group_faces  # noqa: E402
+from shared.manifesting.face_groups import group_faces
 
 T = TypeVar("T")
-REPORT = ROOT / "benchmarks" / "reports" / "face_grouping.md"
 DIM = 512
 THRESHOLD = 0.5
 MARGIN = 0.1
@@ -150,10 +143,17 @@ def measure(run: Callable[[], T], repeats: int) -> tuple[float, float, float, T]
     return best, cpu, peak / 2**20, result
 
 
+def baseline(
+    method: str, grouping: Callable[[np.ndarray], list[int]], vectors: np.ndarray,
+    plain: list[int], repeats: int,
+) -> Row:  # fmt: skip
+    """A naive grouping of the same vectors, measured as group_faces is, its groups compared."""
+    seconds, cpu, peak, labels = measure(partial(grouping, vectors), repeats)
+    return Row(len(vectors), method, seconds, cpu, peak, len(set(labels)), same(labels, plain))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1k and 10k only")
-    args = parser.parse_args()
+    args = arguments(__doc__, "1k and 10k only")
     start_load = os.getloadavg()[0]
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 50_000]
     rows: list[Row] = []
@@ -164,64 +164,24 @@ def main() -> None:
             group_faces, vectors, threshold=THRESHOLD, ambiguous_margin=MARGIN, cannot_link=cannot
         )
         seconds, cpu, peak, result = measure(run, repeats)
-        rows.append(
-            Row(
-                size,
-                "blocked (group_faces)",
-                seconds,
-                cpu,
-                peak,
-                len(set(result.labels.tolist())),
-                f"{len(result.ambiguous)} pairs for review, 10 cannot-links",
-            )
-        )
+        groups, review = len(set(result.labels.tolist())), len(result.ambiguous)
+        rows.append(Row(size, "blocked (group_faces)", seconds, cpu, peak, groups,
+                        f"{review} pairs for review, 10 cannot-links"))  # fmt: skip
         plain = canonical(group_faces(vectors, threshold=THRESHOLD).labels)
         if size <= FULL_MATRIX_LIMIT:
-            seconds, cpu, peak, labels = measure(partial(full_matrix, vectors), repeats)
-            rows.append(
-                Row(
-                    size,
-                    "full N x N matrix",
-                    seconds,
-                    cpu,
-                    peak,
-                    len(set(labels)),
-                    same(labels, plain),
-                )
-            )
+            rows.append(baseline("full N x N matrix", full_matrix, vectors, plain, repeats))
         else:
             matrix_mib = size * size * 4 / 2**20
-            rows.append(
-                Row(
-                    size,
-                    "full N x N matrix",
-                    float("nan"),
-                    float("nan"),
-                    matrix_mib,
-                    0,
-                    "not run: the matrix alone would take this much",
-                )
-            )
+            rows.append(Row(size, "full N x N matrix", float("nan"), float("nan"), matrix_mib, 0,
+                            "not run: the matrix alone would take this much"))  # fmt: skip
         if size <= 1_000:
-            seconds, cpu, peak, labels = measure(partial(per_pair, vectors), 1)
-            rows.append(
-                Row(
-                    size,
-                    "per-pair Python loop",
-                    seconds,
-                    cpu,
-                    peak,
-                    len(set(labels)),
-                    same(labels, plain),
-                )
-            )
+            rows.append(baseline("per-pair Python loop", per_pair, vectors, plain, 1))
         print(f"{size:>6} faces done", flush=True)
 
     report = render(rows, start_load)
     print(report)
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(report)
-    print(f"written to {REPORT.relative_to(ROOT)}")
+    write_atomically(args.out / "face_grouping.md", report)
+    print(f"written to {args.out / 'face_grouping.md'}")
 
 
 def render(rows: list[Row], start_load: float) -> str:
@@ -229,23 +189,24 @@ def render(rows: list[Row], start_load: float) -> str:
         "# Face grouping: time and memory",
         "",
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-        f"{len(os.sched_getaffinity(0))} cores, load average {start_load:.1f} at the start and "
+        f"{CORES} cores, load average {start_load:.1f} at the start and "
         f"{os.getloadavg()[0]:.1f} at the end (a shared machine: wall times vary with it), "
         f"numpy {np.__version__}. {DIM}-d embeddings, about {FACES_PER_PERSON} per person, "
         f"threshold {THRESHOLD}, review margin {MARGIN}. Command: "
         "`.venv/bin/python benchmarks/face_grouping.py`.",
         "",
-        "| faces | method | time (s) | CPU time (s) | peak memory (MiB) | groups | note |",
-        "|---:|---|---:|---:|---:|---:|---|",
     ]
-    for row in rows:
-        seconds = "—" if np.isnan(row.seconds) else f"{row.seconds:.3f}"
-        cpu = "—" if np.isnan(row.cpu_seconds) else f"{row.cpu_seconds:.3f}"
-        groups = str(row.groups) if row.groups else "—"
-        lines.append(
-            f"| {row.size:,} | {row.method} | {seconds} | {cpu} | {row.peak_mib:,.1f} | {groups} | "
-            f"{row.note} |"
-        )
+
+    def seconds(value: float) -> str:
+        return "—" if np.isnan(value) else f"{value:.3f}"
+
+    headers = ["faces", "method", "time (s)", "CPU time (s)", "peak memory (MiB)", "groups", "note"]
+    cells = [
+        [f"{r.size:,}", r.method, seconds(r.seconds), seconds(r.cpu_seconds),
+         f"{r.peak_mib:,.1f}", str(r.groups) if r.groups else "—", r.note]
+        for r in rows
+    ]  # fmt: skip
+    lines.append(markdown_table(headers, cells, right=(0, 2, 3, 4, 5)))
     blocked = {r.size: r for r in rows if r.method.startswith("blocked")}
     sizes = sorted(blocked)
     growth = [

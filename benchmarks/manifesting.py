@@ -34,24 +34,20 @@ Medians of 3 repeats (--quick: N = 8 only, 3 job repeats, the rest once). The ma
 shared: every sample records the share of the cores that other processes used meanwhile.
 Work that would overrun the time budget is skipped and listed, the largest jobs' later
 repeats first. Prints a table and writes benchmarks/reports/manifesting.md and
-manifesting.json (every single measurement); --out DIR writes them elsewhere.
+manifesting.json (every single measurement), with manifesting_parts.png (where a job's time
+goes); --out DIR writes them elsewhere.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
-import datetime as dt
 import functools
 import hashlib
 import io
 import json
 import os
-import platform
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -61,29 +57,37 @@ import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as a script, Python puts benchmarks/ on the path, not the repository root.
-sys.path.insert(0, str(ROOT))
-# Before any Google client is imported: credential lookup must never probe a metadata server.
-os.environ["NO_GCE_CHECK"] = "true"
-# Variables a shell may carry from `infra.local.stack env`: left in place they would point
-# the stack and the clients at another stack, whose data this run would then overwrite.
-for _name in ("FIRESTORE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"):
-    os.environ.pop(_name, None)
+from common import (
+    ROOT,
+    CpuUse,
+    CpuWindow,
+    QueuedTasks,
+    arguments,
+    bar_chart,
+    child_env,
+    machine,
+    markdown_table,
+    median,
+    own_stack,
+    spawned,
+    spread,
+    text_table,
+    tree_memory,
+    uploaded_manifest,
+    use_in_this_process,
+    write_atomically,
+    write_json,
+)
+from PIL import Image, ImageEnhance
 
-from common import command_output, package_version, write_atomically  # noqa: E402
-from PIL import Image, ImageEnhance  # noqa: E402
-
-from infra.local.stack import LocalStack, free_port  # noqa: E402
+from infra.local.stack import LocalStack, free_port
 
 T = TypeVar("T")
 STATE_DIR = ROOT / ".local" / "bench-manifesting"
 PHOTOS = ROOT / ".local" / "sample-photos"
 OFFLINE_MODELS = ROOT / ".models" / "offline"
-REPORTS = ROOT / "benchmarks" / "reports"
 USER = "bench-manifesting"
 KINDS = {"bus": "ENVIRONMENT"}
 """Asset type per sample photo (by stem), as the demo uploads them; CHARACTER otherwise."""
@@ -153,7 +157,6 @@ class Photo:
     asset_type: str
     data: bytes
     content_type: str
-    size: tuple[int, int]
 
 
 def make_photos(count: int) -> list[Photo]:
@@ -199,7 +202,6 @@ def make_photos(count: int) -> list[Photo]:
                 asset_type=KINDS.get(path.stem, "CHARACTER"),
                 data=out.getvalue(),
                 content_type=content_type,
-                size=varied.size,
             )
         )
     if len({hashlib.sha256(p.data).digest() for p in photos}) != count:
@@ -234,31 +236,31 @@ class Profiler:
     def _active(self) -> bool:
         return self.enabled and threading.get_ident() == self._main
 
-    def _enter(self, category: str) -> None:
+    @contextlib.contextmanager
+    def _timing(self, category: str) -> Iterator[None]:
+        if not self._active():
+            yield
+            return
         now = time.perf_counter()
-        if self._stack:
+        if self._stack:  # the parent's time so far is its own; from now on it is ours
             parent = self._stack[-1]
             self.totals[parent[0]] += now - parent[1]
         self._stack.append([category, now])
         self.calls[category] += 1
-
-    def _exit(self) -> None:
-        now = time.perf_counter()
-        category, since = self._stack.pop()
-        self.totals[category] += now - since
-        if self._stack:
-            self._stack[-1][1] = now
+        try:
+            yield
+        finally:
+            now = time.perf_counter()
+            category, since = self._stack.pop()
+            self.totals[category] += now - since
+            if self._stack:
+                self._stack[-1][1] = now
 
     def wrap(self, category: str, fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> T:
-            if not self._active():
+            with self._timing(category):
                 return fn(*args, **kwargs)
-            self._enter(category)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self._exit()
 
         return timed
 
@@ -267,13 +269,8 @@ class Profiler:
         # worker threads (asyncio.to_thread), so the time awaited here is the describer's.
         @functools.wraps(fn)
         async def timed(*args: Any, **kwargs: Any) -> Any:
-            if not self._active():
+            with self._timing(category):
                 return await fn(*args, **kwargs)
-            self._enter(category)
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                self._exit()
 
         return timed
 
@@ -294,46 +291,29 @@ class TimedCalls:
         return self._profiler.wrap(category, value)
 
 
-class RecordingDetector:
-    """The detector as the engine sees it: every call's images and results are kept, so the
-    same inputs can be run again through the model alone."""
+class Recording:
+    """A model as the engine sees it, its `method` (detect, analyze) timed under `category`:
+    every call's images and the number of things found in each are kept, so that the same
+    inputs can be run again through the model alone. Anything else is the model's own."""
 
-    def __init__(self, inner: Any, profiler: Profiler) -> None:
+    def __init__(self, inner: Any, method: str, category: str, profiler: Profiler) -> None:
         self.inner = inner
-        self.name = inner.name
-        self._detect = profiler.wrap("model: detector", inner.detect)
+        self._method = method
+        self._timed = profiler.wrap(category, getattr(inner, method))
         self.calls: list[list[Image.Image]] = []
         self.results: list[list[int]] = []
 
-    def load(self) -> None:
-        self.inner.load()
+    def __getattr__(self, name: str) -> Any:
+        if name != self._method:
+            return getattr(self.inner, name)
 
-    def detect(self, images: Sequence[Image.Image]) -> Any:
-        found = self._detect(images)
-        self.calls.append(list(images))
-        self.results.append([len(d) for d in found])
-        return found
+        def recorded(images: Sequence[Image.Image]) -> Any:
+            found = self._timed(images)
+            self.calls.append(list(images))
+            self.results.append([len(f) for f in found])
+            return found
 
-
-class RecordingFaces:
-    def __init__(self, inner: Any, profiler: Profiler) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.detector_name = inner.detector_name
-        self.same_person_threshold = inner.same_person_threshold
-        self.ambiguous_margin = inner.ambiguous_margin
-        self._analyze = profiler.wrap("model: faces", inner.analyze)
-        self.calls: list[list[Image.Image]] = []
-        self.results: list[list[int]] = []
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def analyze(self, images: Sequence[Image.Image]) -> Any:
-        found = self._analyze(images)
-        self.calls.append(list(images))
-        self.results.append([len(f) for f in found])
-        return found
+        return recorded
 
 
 STEP_METHODS = ("contact_sheet", "detection", "faces", "grouping", "describe", "finalize")
@@ -390,156 +370,23 @@ def instrumented(profiler: Profiler, step_times: dict[str, float]) -> Iterator[N
             setattr(owner, name, original)
 
 
-# ---------------------------------------------------------------------------------------------
-# CPU and memory from /proc
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name (which may hold spaces): state is [0], ppid [1], pgid [2].
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def _pids() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def group_cpu_s(pgid: int) -> float:
-    total = 0
-    for pid in _pids():
-        fields = _stat(pid)
-        if fields and int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
-
-
-def own_cpu_s() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def system_ticks() -> tuple[int, int, int]:
-    """(busy, steal, total) clock ticks of all cores since boot, from /proc/stat."""
-    first = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, idle, iowait, irq, softirq, steal = ([int(x) for x in first] + [0] * 8)[:8]
-    busy = user + nice + system + irq + softirq + steal
-    return busy, steal, busy + idle + iowait
-
-
-class CpuWindow:
-    """CPU seconds of this process and of the given process groups over a stretch of work,
-    and the share of all cores that everything else used meanwhile (other users of a shared
-    machine; steal is time the hypervisor gave to other machines). With two cores, a sample
-    taken while others used much of them is slower for that alone."""
-
-    def __init__(self, groups: dict[str, int] | None = None) -> None:
-        self.groups = groups or {}
-        self.result: dict[str, float] = {}
-
-    def __enter__(self) -> CpuWindow:
-        self._system = system_ticks()
-        self._groups = {name: group_cpu_s(pgid) for name, pgid in self.groups.items()}
-        self._own = own_cpu_s()
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        wall = time.perf_counter() - self._start
-        own = own_cpu_s() - self._own
-        groups = {
-            f"{name} cpu_s": group_cpu_s(pgid) - self._groups[name]
-            for name, pgid in self.groups.items()
-        }
-        busy, steal, total = (
-            after - before for after, before in zip(system_ticks(), self._system, strict=True)
-        )
-        ours = (own + sum(groups.values())) * CLOCK_TICKS
-        self.result = {
-            "wall_s": wall,
-            "own_cpu_s": own,
-            **groups,
-            "others_share": max(0.0, busy - ours) / total if total else 0.0,
-            "steal_share": steal / total if total else 0.0,
-        }
-
-
-def tree(root: int) -> list[int]:
-    """The root and its descendants, by parent pid."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for pid in _pids():
-        fields = _stat(pid)
-        if fields and fields[0] not in ("Z", "X"):
-            children[int(fields[1])].append(pid)
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _kib(text: str, key: str) -> int:
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def tree_memory(root: int) -> dict[str, Any]:
-    """Summed over the process tree: RSS now, peak RSS (VmHWM: each process's own peak, so
-    the sum bounds the tree's peak from above) and PSS (shared pages split between the
-    processes that share them: the sum does not count them twice, as RSS does)."""
-    rss = hwm = pss = 0
-    processes = []
-    for pid in tree(root):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        with contextlib.suppress(OSError):
-            pss += _kib(Path(f"/proc/{pid}/smaps_rollup").read_text(), "Pss")
-        rss += _kib(status, "VmRSS")
-        hwm += _kib(status, "VmHWM")
-        processes.append(
-            {"pid": pid, "rss_mib": round(_kib(status, "VmRSS") / 1024, 1), "cmd": cmdline[:120]}
-        )
-    return {
-        "rss_mib": round(rss / 1024, 1),
-        "peak_rss_mib": round(hwm / 1024, 1),
-        "pss_mib": round(pss / 1024, 1),
-        "processes": processes,
-    }
+def cpu_row(use: CpuUse) -> dict[str, float]:
+    """A stretch's CPU as the report keeps it: this process, each emulator, the others."""
+    groups = {f"{name} cpu_s": seconds for name, seconds in use.groups_s.items()}
+    return {"wall_s": use.wall_s, "own_cpu_s": use.own_s, **groups,
+            "others_share": use.others_share, "steal_share": use.steal_share}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
 # The run's objects
 
 
-class RecordingDispatcher:
-    """Stands in for Cloud Tasks: this process runs the jobs itself."""
-
-    def __init__(self) -> None:
-        self.tasks: list[tuple[str, str]] = []
-
-    def enqueue(
-        self, queue: str, url: str, payload: Any, *, task_id: str, delay_s: float = 0
-    ) -> None:
-        self.tasks.append((queue, task_id))
-
-
 @dataclass
 class Context:
     profile: Profile
-    stack: LocalStack
     photos: list[Photo]
     started: float
+    stack: LocalStack = field(init=False)
     registry: Any = None
     uploads: Any = None
     jobs: Any = None
@@ -581,7 +428,7 @@ def prepare(ctx: Context) -> dict[str, Any]:
     """Points this process at the stack and builds what the API and the engine use."""
     from model_service.factory import build_describer, build_detector, build_faces
     from shared.auth import Identity
-    from shared.clients import firestore_client, reset_clients
+    from shared.clients import firestore_client
     from shared.manifesting.engine import Models
     from shared.manifesting.jobs import ManifestingJobs
     from shared.registry import Registry
@@ -591,9 +438,7 @@ def prepare(ctx: Context) -> dict[str, Any]:
     from shared.storage import default_blob_store
     from shared.uploads import UploadIngest
 
-    os.environ.update({**ctx.stack.env, **MODEL_ENV})
-    get_settings.cache_clear()
-    reset_clients()
+    use_in_this_process(ctx.stack, MODEL_ENV)
     settings = get_settings()
     db = firestore_client()
     ctx.settings = settings
@@ -604,7 +449,8 @@ def prepare(ctx: Context) -> dict[str, Any]:
     ctx.uploads = UploadIngest(
         ctx.manifest_repo, ctx.registry, default_blob_store(), settings.storage
     )
-    dispatcher = RecordingDispatcher()
+    # The job tasks it enqueues are never delivered: the benchmark runs each job itself.
+    dispatcher = QueuedTasks()
     ctx.jobs = ManifestingJobs(
         ctx.registry, ctx.manifest_repo, ctx.job_repo, lambda: dispatcher, settings.tasks
     )
@@ -620,31 +466,14 @@ def prepare(ctx: Context) -> dict[str, Any]:
 
 def seed_manifest(ctx: Context, photos: Sequence[Photo], label: str) -> tuple[str, float]:
     """A manifest with one uploaded asset per photo; returns its id and the upload time."""
-    from shared.models.assets import AssetCreate, AssetType
-    from shared.models.manifests import ManifestCreate
-
-    manifest = ctx.registry.create_manifest(ctx.identity, ManifestCreate(name=label))
     start = time.perf_counter()
-    for photo in photos:
-        asset = ctx.registry.create_asset(
-            ctx.identity,
-            manifest.id,
-            AssetCreate(asset_type=AssetType(photo.asset_type), name=photo.name),
-        )
-        outcome = ctx.uploads.direct_upload(
-            ctx.identity, manifest.id, asset.id, photo.data, photo.content_type
-        )
-        if outcome.status != "attached":
-            raise BenchError(f"upload of {photo.name} was {outcome.status}: {outcome.detail}")
-    return manifest.id, time.perf_counter() - start
+    uploaded = [(p.asset_type, p.name, p.data, p.content_type) for p in photos]
+    manifest_id = uploaded_manifest(ctx.registry, ctx.uploads, ctx.identity, label, uploaded)
+    return manifest_id, time.perf_counter() - start
 
 
 def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
 
 
 def timed(work: Callable[[], Any]) -> float:
@@ -685,7 +514,7 @@ class JobSample:
 
 def run_job(
     ctx: Context, n: int, repeat: int, *, batch: int | None = None, keep_inputs: bool = False
-) -> tuple[JobSample, RecordingDetector, RecordingFaces]:
+) -> tuple[JobSample, Recording, Recording]:
     from shared.manifesting import engine as engine_module
     from shared.manifesting.engine import STEPS, ManifestingEngine, Models, RunOutcome
     from shared.models.jobs import JobStatus
@@ -697,8 +526,8 @@ def run_job(
     job = ctx.jobs.start(ctx.identity, manifest_id)
 
     profiler = Profiler()
-    detector = RecordingDetector(ctx.models.detector, profiler)
-    faces = RecordingFaces(ctx.models.faces, profiler)
+    detector = Recording(ctx.models.detector, "detect", "model: detector", profiler)
+    faces = Recording(ctx.models.faces, "analyze", "model: faces", profiler)
     engine = ManifestingEngine(
         TimedCalls(ctx.manifest_repo, "Firestore: reads (and change planning)", profiler),  # type: ignore[arg-type]
         TimedCalls(ctx.job_repo, "Firestore: job progress", profiler),  # type: ignore[arg-type]
@@ -713,7 +542,7 @@ def run_job(
     if batch is not None:
         engine_module.BATCH = batch
     try:
-        with instrumented(profiler, steps), profiler.on(), CpuWindow(groups) as window:
+        with instrumented(profiler, steps), profiler.on(), CpuWindow(groups) as cpu:
             start = time.perf_counter()
             outcome = engine.run(job.id)
             job_s = time.perf_counter() - start
@@ -735,7 +564,7 @@ def run_job(
     # The same images through the models alone, in the job's own batches.
     det_results: list[list[int]] = []
     face_results: list[list[int]] = []
-    with CpuWindow() as raw_window:
+    with CpuWindow() as raw_cpu:
         raw_detector_s = timed(
             lambda: det_results.extend(
                 [len(d) for d in ctx.models.detector.detect(c)] for c in detector.calls
@@ -769,8 +598,8 @@ def run_job(
         face_images=sum(len(c) for c in faces.calls),
         counters=done.counters.model_dump(),
         job_reported_s=reported,
-        cpu=window.result,
-        raw_cpu=raw_window.result,
+        cpu=cpu_row(cpu.use),
+        raw_cpu=cpu_row(raw_cpu.use),
         rerun_matches=rerun_matches,
     )
     if not rerun_matches:
@@ -855,26 +684,11 @@ def naive_repeat(
 # 4: the model service
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Between fork and exec: if this benchmark is killed outright, the service goes too.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def service_env(ctx: Context) -> dict[str, str]:
-    existing = os.environ.get("PYTHONPATH")
-    return {
-        **os.environ,
-        **ctx.stack.env,
-        **MODEL_ENV,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{existing}" if existing else str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-        # As the stack runs it: no usage reports leave the machine, BentoML's home stays here.
-        "BENTOML_DO_NOT_TRACK": "true",
-        "BENTOML_HOME": str(STATE_DIR / "bentoml"),
-    }
+    # As the stack runs it: no usage reports leave the machine, BentoML's home stays here.
+    return child_env(
+        ctx.stack, {"BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(STATE_DIR / "bentoml")}
+    )
 
 
 def http_status(url: str, *, body: dict[str, Any] | None = None, timeout: float = 2.0) -> int:
@@ -892,27 +706,7 @@ def http_status(url: str, *, body: dict[str, Any] | None = None, timeout: float 
         return 0
 
 
-def stop_group(child: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """SIGTERM to the service's process group (its own session, started here), SIGKILL to
-    what is left after the grace period."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        child.poll()
-        if not any(f and int(f[2]) == child.pid for f in map(_stat, _pids())):
-            break
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(timeout=5)
-
-
-def service_cold_start(
-    ctx: Context, index: int, live: list[subprocess.Popen[bytes]]
-) -> dict[str, Any]:
+def service_cold_start(ctx: Context, index: int) -> dict[str, Any]:
     from shared.models.jobs import JobStatus
 
     # Two jobs of different photos, the second to see whether memory keeps growing. Both are
@@ -927,18 +721,11 @@ def service_cold_start(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = STATE_DIR / "logs" / f"models-{index}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     argv = [str(ROOT / ".venv/bin/bentoml"), "serve", "model_service.service:ModelService",
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    with open(log, "wb") as out:
-        start = time.perf_counter()
-        child = subprocess.Popen(
-            argv, cwd=ROOT, env=service_env(ctx), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
-        )  # fmt: skip
-    live.append(child)
-    try:
+    log = STATE_DIR / "logs" / f"models-{index}.log"
+    start = time.perf_counter()
+    with spawned(argv, service_env(ctx), log) as child:
         first_answer = None
         while True:
             status = http_status(f"{url}/readyz", timeout=1.0)
@@ -967,9 +754,6 @@ def service_cold_start(
                     "memory": tree_memory(child.pid),
                 }
             )
-    finally:
-        stop_group(child)
-        live.remove(child)
     for number, (job, request) in enumerate(zip(jobs, requests, strict=True), start=1):
         done = ctx.job_repo.get(job.id)
         if request["http_status"] != 200 or done is None or done.status is not JobStatus.SUCCEEDED:
@@ -1034,57 +818,23 @@ def models_alone(ctx: Context) -> dict[str, Any]:
 # The run
 
 
-def machine() -> dict[str, Any]:
-    version, command = package_version, command_output
-
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    memory_gib = _kib(Path("/proc/meminfo").read_text(), "MemTotal") / 1024 / 1024
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
-        "cores": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "memory_gib": round(memory_gib, 1),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "commit": command("git", "rev-parse", "--short", "HEAD"),
-        # Figures belong to the code that ran: say when tracked files differed from the commit.
-        "working_tree_changed": bool(
-            command("git", "status", "--porcelain", "--untracked-files=no")
-        ),
-        "packages": {
-            p: version(p)
-            for p in (
-                "opencv-python-headless",
-                "onnxruntime",
-                "numpy",
-                "pillow",
-                "bentoml",
-                "google-cloud-firestore",
-            )
-        },
-        "onnx_threads": os.environ.get("FRAMEFORK_MODELS__ONNX_THREADS") or "0 (one per core)",
-        "loadavg_start": os.getloadavg(),
-    }
-
-
 def _alarm(signum: int, frame: Any) -> None:
     raise OutOfTime()
 
 
 def run(profile: Profile, quick: bool) -> dict[str, Any]:
-    report: dict[str, Any] = {"mode": "quick" if quick else "full", "machine": machine()}
+    packages = ("opencv-python-headless", "onnxruntime", "numpy", "pillow", "bentoml",
+                "google-cloud-firestore")  # fmt: skip
+    onnx_threads = os.environ.get("FRAMEFORK_MODELS__ONNX_THREADS") or "0 (one per core)"
+    report: dict[str, Any] = {
+        "mode": "quick" if quick else "full",
+        "machine": machine(packages, onnx_threads=onnx_threads),
+    }
     report["profile"] = profile.__dict__
     count = max(*profile.sizes, 2 * profile.service_photos, profile.batching_n)
     print(f"photos: making {count} variants of the photos in {PHOTOS}", flush=True)
     photos = make_photos(count)
-    stack = LocalStack(STATE_DIR, die_with_parent=True)
-    live: list[subprocess.Popen[bytes]] = []
-    ctx = Context(profile=profile, stack=stack, photos=photos, started=time.monotonic())
+    ctx = Context(profile=profile, photos=photos, started=time.monotonic())
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(profile.hard_limit_s)
     jobs: list[JobSample] = []
@@ -1099,113 +849,113 @@ def run(profile: Profile, quick: bool) -> dict[str, Any]:
     try:
         print(f"stack: starting emulators under {STATE_DIR}", flush=True)
         stack_start = time.perf_counter()
-        stack.start(functions=False)
-        report["stack_start_s"] = time.perf_counter() - stack_start
-        report.update(prepare(ctx))
-        # Before any load of ours: a subprocess, alone on the machine but for others' work.
-        report["models_alone"] = models_alone(ctx)
-        # Unrecorded: the first job also opens the clients' connections and warms the models.
-        run_job(ctx, 4, -1)
-        # The largest job is the longest work by far: it comes last in each repeat, and its
-        # later repeats run only if the cheaper figures' remaining repeats still fit after
-        # them, so that a slow machine loses samples of one figure rather than whole figures.
-        sizes = sorted(profile.sizes)
-        last = sizes[-1] if len(sizes) > 1 else None
-        every_repeat = [(f"job N={n}", 2.0 * n) for n in sizes if n != last]
-        if profile.batch1_n:
-            every_repeat.append((f"job N={profile.batch1_n} batch 1", 3.0 * profile.batch1_n))
+        with own_stack(STATE_DIR) as ctx.stack:
+            report["stack_start_s"] = time.perf_counter() - stack_start
+            report.update(prepare(ctx))
+            # Before any load of ours: a subprocess, alone on the machine but for others' work.
+            report["models_alone"] = models_alone(ctx)
+            # Unrecorded: the first job also opens the clients' connections and warms the models.
+            run_job(ctx, 4, -1)
+            # The largest job is the longest work by far: it comes last in each repeat, and its
+            # later repeats run only if the cheaper figures' remaining repeats still fit after
+            # them, so that a slow machine loses samples of one figure rather than whole figures.
+            sizes = sorted(profile.sizes)
+            last = sizes[-1] if len(sizes) > 1 else None
+            every_repeat = [(f"job N={n}", 2.0 * n) for n in sizes if n != last]
+            if profile.batch1_n:
+                every_repeat.append((f"job N={profile.batch1_n} batch 1", 3.0 * profile.batch1_n))
 
-        def reserve_after(repeat: int) -> float:
-            later = [
-                *(work for r in range(repeat + 1, profile.repeats) for work in every_repeat),
-                *(
-                    work
-                    for _ in range(repeat + 1, profile.model_repeats)
-                    for work in (("batching", 20.0), ("naive", 10.0))
-                ),
-                *(("service", 40.0) for _ in range(repeat + 1, profile.cold_starts)),
-            ]
-            return sum(ctx.durations.get(work, guess) for work, guess in later)
+            def reserve_after(repeat: int) -> float:
+                later = [
+                    *(work for r in range(repeat + 1, profile.repeats) for work in every_repeat),
+                    *(
+                        work
+                        for _ in range(repeat + 1, profile.model_repeats)
+                        for work in (("batching", 20.0), ("naive", 10.0))
+                    ),
+                    *(("service", 40.0) for _ in range(repeat + 1, profile.cold_starts)),
+                ]
+                return sum(ctx.durations.get(work, guess) for work, guess in later)
 
-        def job(n: int, repeat: int, reserve_s: float = 0.0) -> None:
-            nonlocal det_images, face_images
-            # Until a job of this size has run, its time is scaled from the largest that has
-            # (a job's work grows about linearly with its photos; 1.25 for what grows faster).
-            done = [m for m in sizes if f"job N={m}" in ctx.durations]
-            guess = 1.25 * n / done[-1] * ctx.durations[f"job N={done[-1]}"] if done else 2.0 * n
-            if not ctx.fits(f"job N={n}", guess, reserve_s):
-                return
-            keep = repeat == 0 and n == profile.batching_n
-            with ctx.timing(f"job N={n}"):
-                sample, detector, faces = run_job(ctx, n, repeat, keep_inputs=keep)
-            jobs.append(sample)
-            print(
-                f"  repeat {repeat + 1} N={n:<4} job {sample.job_s:6.2f} s "
-                f"({n / sample.job_s:5.2f} img/s)  models alone {sample.raw_model_s:6.2f} s",
-                flush=True,
-            )
-            if keep:
-                det_images = [i for call in detector.calls for i in call]
-                face_images = [i for call in faces.calls for i in call]
-                face_images = face_images[: profile.batching_faces]
-
-        for repeat in range(profile.repeats):
-            for n in sizes:
-                if n != last:
-                    job(n, repeat)
-            n1 = profile.batch1_n
-            if n1 and ctx.fits(f"job N={n1} batch 1", 3.0 * n1):
-                with ctx.timing(f"job N={n1} batch 1"):
-                    sample, _, _ = run_job(ctx, n1, repeat, batch=1)
-                batch1.append(sample)
+            def job(n: int, repeat: int, reserve_s: float = 0.0) -> None:
+                nonlocal det_images, face_images
+                # Until a job of this size has run, its time is scaled from the largest that has
+                # (a job's work grows about linearly with its photos; 1.25 for what grows faster).
+                done = [m for m in sizes if f"job N={m}" in ctx.durations]
+                guess = (
+                    1.25 * n / done[-1] * ctx.durations[f"job N={done[-1]}"] if done else 2.0 * n
+                )
+                if not ctx.fits(f"job N={n}", guess, reserve_s):
+                    return
+                keep = repeat == 0 and n == profile.batching_n
+                with ctx.timing(f"job N={n}"):
+                    sample, detector, faces = run_job(ctx, n, repeat, keep_inputs=keep)
+                jobs.append(sample)
                 print(
-                    f"  repeat {repeat + 1} N={n1:<4} job, batch 1: {sample.job_s:6.2f} s",
+                    f"  repeat {repeat + 1} N={n:<4} job {sample.job_s:6.2f} s "
+                    f"({n / sample.job_s:5.2f} img/s)  models alone {sample.raw_model_s:6.2f} s",
                     flush=True,
                 )
-            models_turn = repeat < profile.model_repeats
-            if models_turn and det_images and face_images and ctx.fits("batching", 20.0):
-                if forward8 is None:
-                    from model_service.backends.darknet_yolo import DarknetYoloDetector
-                    from model_service.backends.yunet_sface import YuNetSFaceAnalyzer
+                if keep:
+                    det_images = [i for call in detector.calls for i in call]
+                    face_images = [i for call in faces.calls for i in call]
+                    face_images = face_images[: profile.batching_faces]
 
-                    forward8 = DarknetYoloDetector(OFFLINE_MODELS, batch_size=8)
-                    forward8.load()
-                    # OpenCV sets a network up on its first forward pass (about half a
-                    # second): not part of what a batch costs.
-                    forward8.detect(det_images[:8])
-                    # The session setting a deployment can lower (FRAMEFORK_MODELS__ONNX_THREADS):
-                    # one intra-op thread instead of one per core.
-                    faces_1_thread = YuNetSFaceAnalyzer(OFFLINE_MODELS, threads=1)
-                    faces_1_thread.load()
-                    faces_1_thread.analyze(face_images[:8])
-                with ctx.timing("batching"), CpuWindow() as window:
-                    seconds = batching_repeat(
-                        ctx, det_images, face_images, forward8, faces_1_thread
+            for repeat in range(profile.repeats):
+                for n in sizes:
+                    if n != last:
+                        job(n, repeat)
+                n1 = profile.batch1_n
+                if n1 and ctx.fits(f"job N={n1} batch 1", 3.0 * n1):
+                    with ctx.timing(f"job N={n1} batch 1"):
+                        sample, _, _ = run_job(ctx, n1, repeat, batch=1)
+                    batch1.append(sample)
+                    print(
+                        f"  repeat {repeat + 1} N={n1:<4} job, batch 1: {sample.job_s:6.2f} s",
+                        flush=True,
                     )
-                batching.append({"seconds": seconds, "cpu": window.result})
-            if models_turn and det_images and face_images and ctx.fits("naive", 10.0):
-                with ctx.timing("naive"), CpuWindow() as window:
-                    seconds = naive_repeat(ctx, det_images, face_images)
-                naive.append({"seconds": seconds, "cpu": window.result})
-            if repeat < profile.cold_starts and ctx.fits("service", 40.0):
-                with ctx.timing("service"):
-                    service.append(service_cold_start(ctx, repeat, live))
-                print(
-                    f"  repeat {repeat + 1} service ready in {service[-1]['ready_s']:.1f} s, "
-                    f"{service[-1]['memory_after_job']['rss_mib']:.0f} MiB RSS after a job",
-                    flush=True,
-                )
-            if last is not None:
-                # Its first repeat goes before anything of the later repeats: one sample of a
-                # figure is worth more than a third of another.
-                job(last, repeat, reserve_after(repeat) if repeat else 0.0)
+                models_turn = repeat < profile.model_repeats
+                if models_turn and det_images and face_images and ctx.fits("batching", 20.0):
+                    if forward8 is None:
+                        from model_service.backends.darknet_yolo import DarknetYoloDetector
+                        from model_service.backends.yunet_sface import YuNetSFaceAnalyzer
+
+                        forward8 = DarknetYoloDetector(OFFLINE_MODELS, batch_size=8)
+                        forward8.load()
+                        # OpenCV sets a network up on its first forward pass (about half a
+                        # second): not part of what a batch costs.
+                        forward8.detect(det_images[:8])
+                        # The session setting a deployment can lower (FRAMEFORK_MODELS__ONNX_THREADS):
+                        # one intra-op thread instead of one per core.
+                        faces_1_thread = YuNetSFaceAnalyzer(OFFLINE_MODELS, threads=1)
+                        faces_1_thread.load()
+                        faces_1_thread.analyze(face_images[:8])
+                    with ctx.timing("batching"), CpuWindow() as cpu:
+                        seconds = batching_repeat(
+                            ctx, det_images, face_images, forward8, faces_1_thread
+                        )
+                    batching.append({"seconds": seconds, "cpu": cpu_row(cpu.use)})
+                if models_turn and det_images and face_images and ctx.fits("naive", 10.0):
+                    with ctx.timing("naive"), CpuWindow() as cpu:
+                        seconds = naive_repeat(ctx, det_images, face_images)
+                    naive.append({"seconds": seconds, "cpu": cpu_row(cpu.use)})
+                if repeat < profile.cold_starts and ctx.fits("service", 40.0):
+                    with ctx.timing("service"):
+                        service.append(service_cold_start(ctx, repeat))
+                    print(
+                        f"  repeat {repeat + 1} service ready in {service[-1]['ready_s']:.1f} s, "
+                        f"{service[-1]['memory_after_job']['rss_mib']:.0f} MiB RSS after a job",
+                        flush=True,
+                    )
+                if last is not None:
+                    # Its first repeat goes before anything of the later repeats: one sample of a
+                    # figure is worth more than a third of another.
+                    job(last, repeat, reserve_after(repeat) if repeat else 0.0)
+            signal.alarm(0)  # done in time: the stack stops uninterrupted
     except OutOfTime:
         ctx.problems.append(f"interrupted at the hard limit of {profile.hard_limit_s} s")
     finally:
         signal.alarm(0)
-        for child in list(live):
-            stop_group(child)
-        stack.stop()
     report.update(
         wall_s=ctx.elapsed(),
         jobs=[s.__dict__ | {"raw_model_s": s.raw_model_s} for s in jobs],
@@ -1231,10 +981,6 @@ def run(profile: Profile, quick: bool) -> dict[str, Any]:
 # Summary and reports
 
 
-def _spread(values: Sequence[float]) -> dict[str, float]:
-    return {"median": median(values), "min": min(values), "max": max(values), "count": len(values)}
-
-
 NOISY_SHARE = 0.25
 """Samples during which others used more than this share of all cores are listed as noisy."""
 
@@ -1250,27 +996,25 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                 f"{100 * sample['cpu']['others_share']:.0f}% of the cores"
             )
     for n, samples in sorted(by_n.items()):
-        job = _spread([s["job_s"] for s in samples])
+        job = spread(s["job_s"] for s in samples)
+        overheads = [s["job_s"] / s["raw_model_s"] for s in samples]
         summary["jobs"][n] = {
             "job_s": job,
             "images_per_s": n / job["median"],
             "ms_per_image": 1000 * job["median"] / n,
-            "raw_model_s": median([s["raw_model_s"] for s in samples]),
-            "raw_detector_s": median([s["raw_detector_s"] for s in samples]),
-            "raw_faces_s": median([s["raw_faces_s"] for s in samples]),
-            "model_in_job_s": median([s["model_in_job_s"] for s in samples]),
-            "describer_s": median([s["exclusive_s"].get("model: describer", 0.0) for s in samples]),
-            "overhead": median([s["job_s"] / s["raw_model_s"] for s in samples]),
-            "overhead_min_max": (
-                min(s["job_s"] / s["raw_model_s"] for s in samples),
-                max(s["job_s"] / s["raw_model_s"] for s in samples),
-            ),
-            "detector_images": median([s["detector_images"] for s in samples]),
-            "face_images": median([s["face_images"] for s in samples]),
-            "crops": median([s["counters"]["crops_created"] for s in samples]),
-            "faces_found": median([s["counters"]["faces_found"] for s in samples]),
-            "upload_s": median([s["upload_s"] for s in samples]),
-            "others_share": median([s["cpu"]["others_share"] for s in samples]),
+            "raw_model_s": median(s["raw_model_s"] for s in samples),
+            "raw_detector_s": median(s["raw_detector_s"] for s in samples),
+            "raw_faces_s": median(s["raw_faces_s"] for s in samples),
+            "model_in_job_s": median(s["model_in_job_s"] for s in samples),
+            "describer_s": median(s["exclusive_s"].get("model: describer", 0.0) for s in samples),
+            "overhead": median(overheads),
+            "overhead_min_max": (min(overheads), max(overheads)),
+            "detector_images": median(s["detector_images"] for s in samples),
+            "face_images": median(s["face_images"] for s in samples),
+            "crops": median(s["counters"]["crops_created"] for s in samples),
+            "faces_found": median(s["counters"]["faces_found"] for s in samples),
+            "upload_s": median(s["upload_s"] for s in samples),
+            "others_share": median(s["cpu"]["others_share"] for s in samples),
             "others_share_max": max(s["cpu"]["others_share"] for s in samples),
         }
         steps: dict[str, list[float]] = defaultdict(list)
@@ -1345,7 +1089,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
             return median([s[key][field] for s in svc])
 
         summary["service"] = {
-            "ready_s": _spread([s["ready_s"] for s in svc]),
+            "ready_s": spread([s["ready_s"] for s in svc]),
             "rss_at_ready_mib": mem("memory_at_ready", "rss_mib"),
             "pss_at_ready_mib": mem("memory_at_ready", "pss_mib"),
             "rss_after_job_mib": mem("memory_after_job", "rss_mib"),
@@ -1407,43 +1151,28 @@ def where_rows(summary: dict[str, Any], n: int) -> tuple[list[list[str]], list[l
 
 
 def per_photo_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    sizes = list(summary["where"])
-    headers = ["ms per photo", *(f"N = {n}" for n in sizes)]
-    rows = [["whole job", *(_f(summary["jobs"][n]["ms_per_image"], 0) for n in sizes)]]
-    largest = summary["where"][sizes[-1]]["parts"]
-    for part in sorted(largest, key=lambda p: -largest[p]):
-        rows.append(
-            [part, *(_f(1000 * summary["where"][n]["parts"].get(part, 0.0) / n, 1) for n in sizes)]
+    where, sizes = summary["where"], list(summary["where"])
+
+    def row(label: str, value: Callable[[int], float], digits: int = 1) -> list[str]:
+        return [label, *(_f(value(n), digits) for n in sizes)]
+
+    def part_ms(part: str) -> Callable[[int], float]:
+        return lambda n: 1000 * where[n]["parts"].get(part, 0.0) / n
+
+    def call_ms(part: str) -> Callable[[int], float]:
+        return lambda n: (
+            1000 * where[n]["parts"].get(part, 0.0) / max(1, where[n]["calls"].get(part, 0))
         )
-    for part in ("Storage: put", "Storage: get"):
-        rows.append(
-            [
-                f"{part}, ms per call",
-                *(
-                    _f(
-                        1000
-                        * summary["where"][n]["parts"].get(part, 0.0)
-                        / max(1, summary["where"][n]["calls"].get(part, 0)),
-                        1,
-                    )
-                    for n in sizes
-                ),
-            ]
-        )
-    rows.append(
-        [
-            "Storage reads per asset",
-            *(
-                _f(
-                    summary["where"][n]["calls"].get("Storage: get", 0)
-                    / summary["where"][n]["assets"],
-                    1,
-                )
-                for n in sizes
-            ),
-        ]
-    )
-    return headers, rows
+
+    largest = where[sizes[-1]]["parts"]
+    rows = [
+        row("whole job", lambda n: summary["jobs"][n]["ms_per_image"], 0),
+        *(row(part, part_ms(part)) for part in sorted(largest, key=lambda p: -largest[p])),
+        *(row(f"{part}, ms per call", call_ms(part)) for part in ("Storage: put", "Storage: get")),
+        row("Storage reads per asset",
+            lambda n: where[n]["calls"].get("Storage: get", 0) / where[n]["assets"]),
+    ]  # fmt: skip
+    return ["ms per photo", *(f"N = {n}" for n in sizes)], rows
 
 
 def batching_rows(summary: dict[str, Any], report: dict[str, Any]) -> list[list[str]]:
@@ -1505,20 +1234,6 @@ def service_rows(summary: dict[str, Any], report: dict[str, Any]) -> list[list[s
     return rows
 
 
-def text_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def markdown(report: dict[str, Any]) -> str:
     m, s = report["machine"], report["summary"]
     out = [
@@ -1576,6 +1291,8 @@ def markdown(report: dict[str, Any]) -> str:
             markdown_table(["step (inclusive)", "s", "share"], steps),
             "",
             markdown_table(["part (exclusive)", "s", "share", "calls"], parts),
+            "",
+            "![Where the job's time goes, part by part](manifesting_parts.png)",
             "",
             "Parts are exclusive wall time on the engine's thread, from wrappers around what "
             "the engine is given (repositories, blob store, models) and the helpers it calls "
@@ -1671,23 +1388,8 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float):
-        return None if value != value else round(value, 6)
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="N = 8 only, one cold start")
-    parser.add_argument("--out", type=Path, default=REPORTS, help="where the reports go")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "N = 8 only, one cold start", argv)
     if not (OFFLINE_MODELS / "yolov3-tiny.weights").is_file() or not PHOTOS.is_dir():
         print("offline models or sample photos missing: run scripts/bootstrap", file=sys.stderr)
         return 2
@@ -1723,10 +1425,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PROBLEM {line}")
     print(f"\nwhole run {report['wall_s']:.0f} s")
     write_atomically(args.out / "manifesting.md", markdown(report))
-    write_atomically(
-        args.out / "manifesting.json", json.dumps(_json_safe(report), indent=1, default=str) + "\n"
-    )
-    print(f"reports: {args.out / 'manifesting.md'}, {args.out / 'manifesting.json'}")
+    write_json(args.out / "manifesting.json", report, digits=6)
+    written = [args.out / "manifesting.md", args.out / "manifesting.json"]
+    if s["where"]:
+        n = max(s["where"])
+        by_part = sorted(s["where"][n]["parts"].items(), key=lambda kv: -float(kv[1]))
+        title = f"Where a job on {n} photos spends its time (exclusive wall time, medians)"
+        write_atomically(args.out / "manifesting_parts.png", bar_chart(title, by_part, "s"))
+        written.append(args.out / "manifesting_parts.png")
+    print(f"reports: {', '.join(map(str, written))}")
     return 1 if report["problems"] else 0
 
 
