@@ -1,7 +1,8 @@
 # One identity per workload (each function, the model service, the identity Cloud Tasks calls
-# the model service and run_stage as), each holding only what its code does. Storage access is
-# granted on the buckets themselves, never project-wide, so none of them can touch other buckets
-# in the project (Terraform state included).
+# the model service and run_stage as, the one Cloud Scheduler calls the sweep as), each holding
+# only what its code does. Storage access is granted on the buckets themselves, never
+# project-wide, so none of them can touch other buckets in the project (Terraform state
+# included).
 
 resource "google_service_account" "api" {
   project      = var.project_id
@@ -30,6 +31,15 @@ resource "google_service_account" "run_stage" {
   depends_on = [google_project_service.enabled]
 }
 
+resource "google_service_account" "sweep" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-sweep"
+  display_name = "Framefork sweep"
+  description  = "Runs sweep: finds stuck manifesting jobs and pipeline stages, queues them again or fails them."
+
+  depends_on = [google_project_service.enabled]
+}
+
 resource "google_service_account" "model_service" {
   project      = var.project_id
   account_id   = "${var.name_prefix}-models"
@@ -47,6 +57,18 @@ resource "google_service_account" "tasks_invoker" {
   account_id   = "${var.name_prefix}-invoker"
   display_name = "Framefork Cloud Tasks invoker"
   description  = "Identity of the OIDC tokens on manifesting and pipeline tasks; may invoke the model service and run_stage and nothing else."
+
+  depends_on = [google_project_service.enabled]
+}
+
+# The identity Cloud Scheduler signs the sweep's OIDC token with: the sweep's only invoker. Apart
+# from the tasks invoker, which would otherwise gain a third target it has no business calling,
+# and from the sweep's own account, which need not be able to call itself.
+resource "google_service_account" "scheduler" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-scheduler"
+  display_name = "Framefork Cloud Scheduler invoker"
+  description  = "Identity of the OIDC token on the sweep schedule's requests; may invoke sweep and nothing else."
 
   depends_on = [google_project_service.enabled]
 }
@@ -183,6 +205,26 @@ resource "google_service_account_iam_member" "run_stage_acts_as_tasks_invoker" {
   service_account_id = google_service_account.tasks_invoker.name
   role               = "roles/iam.serviceAccountUser"
   member             = "serviceAccount:${google_service_account.run_stage.email}"
+}
+
+# --- sweep -----------------------------------------------------------------------------------
+
+# Reads the active jobs and running projects, and counts each requeue on the job or project
+# (or fails it) and on the manifest; Firestore's roles stop at the project (or database). No
+# storage, no secret: the sweep only moves state and queues tasks.
+resource "google_project_iam_member" "sweep_datastore_user" {
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = "serviceAccount:${google_service_account.sweep.email}"
+}
+
+# The tasks it queues again carry an OIDC token of the invoker account, like the originals the
+# API and run_stage created, which Cloud Tasks mints only for a creator that may act as it. On
+# that one account, as for them.
+resource "google_service_account_iam_member" "sweep_acts_as_tasks_invoker" {
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.sweep.email}"
 }
 
 # --- model service ---------------------------------------------------------------------------

@@ -24,6 +24,8 @@ locals {
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
     "cloudresourcemanager.googleapis.com",
+    # The schedule that runs the sweep (sweep.tf).
+    "cloudscheduler.googleapis.com",
     "cloudtasks.googleapis.com",
     "eventarc.googleapis.com",
     # Firestore security rules (firestore_rules.tf): what clients may listen to.

@@ -37,13 +37,15 @@ output "gemini_api_key_secret" {
 }
 
 output "service_accounts" {
-  description = "Identities the workloads run as, and the one Cloud Tasks invokes the model service and run_stage as."
+  description = "Identities the workloads run as, the one Cloud Tasks invokes the model service and run_stage as, and the one Cloud Scheduler invokes the sweep as."
   value = {
     api           = google_service_account.api.email
     on_upload     = google_service_account.on_upload.email
     run_stage     = google_service_account.run_stage.email
+    sweep         = google_service_account.sweep.email
     model_service = google_service_account.model_service.email
     tasks_invoker = google_service_account.tasks_invoker.email
+    scheduler     = google_service_account.scheduler.email
   }
 }
 

@@ -96,3 +96,18 @@ resource "google_cloud_tasks_queue_iam_member" "run_stage_enqueues_pipeline" {
   role     = "roles/cloudtasks.enqueuer"
   member   = "serviceAccount:${google_service_account.run_stage.email}"
 }
+
+# The sweep queues stuck jobs again into the manifesting queue and stuck stages into the
+# pipeline queue, and into no other.
+resource "google_cloud_tasks_queue_iam_member" "sweep_enqueues" {
+  for_each = {
+    manifesting = google_cloud_tasks_queue.manifesting
+    pipeline    = google_cloud_tasks_queue.pipeline
+  }
+
+  project  = var.project_id
+  location = each.value.location
+  name     = each.value.name
+  role     = "roles/cloudtasks.enqueuer"
+  member   = "serviceAccount:${google_service_account.sweep.email}"
+}

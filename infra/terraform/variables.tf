@@ -21,8 +21,8 @@ variable "name_prefix" {
   default     = "framefork"
 
   validation {
-    # Service account ids allow 30 characters; the longest suffixes used here are "-on-upload"
-    # and "-run-stage".
+    # Service account ids allow 30 characters; the longest suffixes used here are "-on-upload",
+    # "-run-stage" and "-scheduler" (10 characters each).
     condition     = can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", var.name_prefix))
     error_message = "name_prefix must be 3-20 characters of lowercase letters, digits and hyphens, starting with a letter."
   }
@@ -94,6 +94,18 @@ variable "run_stage_max_instances" {
   validation {
     condition     = var.run_stage_max_instances >= 1 && var.run_stage_max_instances <= 1000
     error_message = "run_stage_max_instances must be between 1 and 1000."
+  }
+}
+
+variable "sweep_schedule" {
+  description = "When Cloud Scheduler runs the sweep that queues stuck manifesting jobs and pipeline stages again (unix-cron, UTC). Stuck work waits up to this long past its lease before it moves again."
+  type        = string
+  default     = "* * * * *"
+
+  validation {
+    # Five fields; Cloud Scheduler itself checks what each holds.
+    condition     = length(split(" ", trimspace(var.sweep_schedule))) == 5
+    error_message = "sweep_schedule must be a unix-cron expression of five fields separated by single spaces, e.g. \"* * * * *\"."
   }
 }
 

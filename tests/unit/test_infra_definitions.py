@@ -48,8 +48,11 @@ ON_UPLOAD_MEMBER = "serviceAccount:${google_service_account.on_upload.email}"
 MODEL_SERVICE_MEMBER = "serviceAccount:${google_service_account.model_service.email}"
 INVOKER_MEMBER = "serviceAccount:${google_service_account.tasks_invoker.email}"
 RUN_STAGE_MEMBER = "serviceAccount:${google_service_account.run_stage.email}"
+SWEEP_MEMBER = "serviceAccount:${google_service_account.sweep.email}"
+SCHEDULER_MEMBER = "serviceAccount:${google_service_account.scheduler.email}"
 MODEL_SERVICE_NAME = "${google_cloud_run_v2_service.model_service.name}"
 RUN_STAGE_NAME = "${google_cloudfunctions2_function.run_stage.name}"
+SWEEP_NAME = "${google_cloudfunctions2_function.sweep.name}"
 GEMINI_SECRET = "${google_secret_manager_secret.gemini_api_key.secret_id}"
 
 
@@ -332,7 +335,12 @@ def _setting_exists(model: type[BaseModel], path: list[str]) -> bool:
 
 @pytest.mark.parametrize(
     ("function", "env"),
-    [("api", "api_env"), ("on_upload", "on_upload_env"), ("run_stage", "run_stage_env")],
+    [
+        ("api", "api_env"),
+        ("on_upload", "on_upload_env"),
+        ("run_stage", "run_stage_env"),
+        ("sweep", "sweep_env"),
+    ],
 )
 def test_every_setting_a_function_receives_exists_in_shared_settings(
     function: str, env: str
@@ -653,7 +661,7 @@ def test_every_function_entry_point_is_exported_by_the_root_main() -> None:
         for function in resources("google_cloudfunctions2_function").values()
     }
 
-    assert entry_points == {"api", "on_upload", "run_stage"}
+    assert entry_points == {"api", "on_upload", "run_stage", "sweep"}
     assert entry_points <= exported
 
 
@@ -783,6 +791,134 @@ def test_the_pipeline_queue_retries_briefly_and_never_outruns_run_stage() -> Non
     # One task per instance: the queue never holds more in flight than run_stage can take.
     assert rates["max_concurrent_dispatches"] == run_stage_service()["max_instance_count"]
     assert run_stage_service()["max_instance_request_concurrency"] == 1
+
+
+# --- the sweep and its schedule --------------------------------------------------------------
+
+
+def sweep() -> dict[str, Any]:
+    return resources("google_cloudfunctions2_function")["sweep"]
+
+
+def sweep_service() -> dict[str, Any]:
+    (service,) = sweep()["service_config"]
+    return dict(service)
+
+
+def _iam_on_service(name: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every IAM member, binding or policy on the Cloud Run service (or function) `name`."""
+    return [
+        (kind, binding)
+        for kind, target in (
+            ("google_cloud_run_service_iam_member", "service"),
+            ("google_cloud_run_service_iam_binding", "service"),
+            ("google_cloud_run_service_iam_policy", "service"),
+            ("google_cloud_run_v2_service_iam_member", "name"),
+            ("google_cloud_run_v2_service_iam_binding", "name"),
+            ("google_cloud_run_v2_service_iam_policy", "name"),
+            ("google_cloudfunctions2_function_iam_member", "cloud_function"),
+            ("google_cloudfunctions2_function_iam_binding", "cloud_function"),
+            ("google_cloudfunctions2_function_iam_policy", "cloud_function"),
+        )
+        for binding in resources(kind).values()
+        if binding.get(target) == name
+    ]
+
+
+def test_the_sweep_is_internal_and_only_the_scheduler_may_call_it() -> None:
+    service = sweep_service()
+    (build,) = sweep()["build_config"]
+
+    assert "event_trigger" not in sweep()
+    assert build["entry_point"] == "sweep"
+    # The same archive as every other function.
+    assert build["source"] == run_stage()["build_config"][0]["source"]
+    # Cloud Scheduler in the same project is internal traffic at the run.app URL.
+    assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
+    assert service["service_account_email"] == "${google_service_account.sweep.email}"
+    assert [(kind, b["role"], members(b)) for kind, b in _iam_on_service(SWEEP_NAME)] == [
+        ("google_cloud_run_service_iam_member", "roles/run.invoker", [SCHEDULER_MEMBER])
+    ]
+    # The scheduler's account may call the sweep and holds nothing else; the tasks invoker
+    # gains nothing from it (its grants are checked with the model service).
+    assert grants_to(SCHEDULER_MEMBER) == {
+        "google_cloud_run_service_iam_member": {(SWEEP_NAME, "roles/run.invoker")},
+    }
+
+
+def test_one_sweep_runs_at_a_time_on_a_small_instance() -> None:
+    service = sweep_service()
+
+    assert service["max_instance_count"] == 1
+    assert service["max_instance_request_concurrency"] == 1
+    assert locals_()["sweep_env"]["THREADS"] == "1"
+    assert service["available_memory"] == "256Mi"
+    # No models, no storage, no secrets.
+    assert "secret_environment_variables" not in service
+
+
+def test_the_scheduler_posts_to_the_sweep_every_minute_with_its_own_token() -> None:
+    (job,) = resources("google_cloud_scheduler_job").values()
+    (target,) = job["http_target"]
+    (token,) = target["oidc_token"]
+    (retry,) = job["retry_config"]
+    timeout_s = locals_()["sweep_timeout_s"]
+
+    assert job["schedule"] == "${var.sweep_schedule}"
+    assert variables()["sweep_schedule"]["default"] == "* * * * *"
+    assert target["http_method"] == "POST"
+    # The run.app URL of the function's service, where the scheduler counts as internal.
+    assert target["uri"] == "${google_cloudfunctions2_function.sweep.service_config[0].uri}"
+    assert token["service_account_email"] == "${google_service_account.scheduler.email}"
+    assert token.get("audience", target["uri"]) == target["uri"]
+    # No retries (the next tick is one), and the scheduler waits as long as a sweep may run.
+    assert retry["retry_count"] == 0
+    assert resolve_locals(job["attempt_deadline"]) == f"{timeout_s}s"
+    assert resolve_locals(str(sweep_service()["timeout_seconds"])) == str(timeout_s)
+    assert 15 <= timeout_s <= 1800  # Cloud Scheduler's range for HTTP targets
+    assert "cloudscheduler.googleapis.com" in str(locals_()["services"])
+    assert "${google_project_service.enabled}" in job["depends_on"]
+
+
+def test_the_sweep_account_holds_only_what_requeueing_uses() -> None:
+    enqueues = resources("google_cloud_tasks_queue_iam_member")
+
+    assert grants_to(SWEEP_MEMBER) == {
+        "google_project_iam_member": {("${var.project_id}", "roles/datastore.user")},
+        "google_cloud_tasks_queue_iam_member": {
+            ("${each.value.name}", "roles/cloudtasks.enqueuer")
+        },
+        "google_service_account_iam_member": {
+            ("${google_service_account.tasks_invoker.name}", "roles/iam.serviceAccountUser"),
+        },
+    }
+    # The two queues, as for the API.
+    assert enqueues["sweep_enqueues"]["for_each"] == enqueues["api_enqueues"]["for_each"]
+    assert set(enqueues["sweep_enqueues"]["for_each"]) == {"manifesting", "pipeline"}
+
+
+def test_requeued_work_goes_where_it_first_went_and_is_judged_by_the_workers_leases() -> None:
+    settings = locals_()
+    api_env, sweep_env = settings["api_env"], settings["sweep_env"]
+    leases = {
+        "FRAMEFORK_MODELS__JOB_LEASE_S",
+        "FRAMEFORK_TASKS__STAGE_LEASE_S",
+        "FRAMEFORK_TASKS__MAX_REQUEUES",
+    }
+
+    for name in (
+        "FRAMEFORK_TASKS__LOCATION",
+        "FRAMEFORK_TASKS__MANIFESTING_QUEUE",
+        "FRAMEFORK_TASKS__PIPELINE_QUEUE",
+        "FRAMEFORK_TASKS__MANIFESTING_URL",
+        "FRAMEFORK_TASKS__PIPELINE_URL",
+        "FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT",
+    ):
+        assert sweep_env[name] == api_env[name], name
+    # A lease set for the worker that holds it but not for the sweep (or the other way round)
+    # would have the sweep requeue live work, or wait too long: all stay at their defaults.
+    for env in ("common_env", "api_env", "run_stage_env", "sweep_env", "model_service_env"):
+        assert not leases & set(settings[env]), env
 
 
 def _project_list_query() -> tuple[list[str], list[str], tuple[str, str]]:
