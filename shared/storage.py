@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import google.auth
@@ -41,6 +42,13 @@ class BlobStore(Protocol):
     ) -> bytes | None:
         """The object's bytes (of that generation, if given), None if it does not exist;
         PayloadTooLarge past max_bytes."""
+
+    def download(self, bucket: str, name: str, target: Path, *, max_bytes: int) -> bool:
+        """Streams the object into a file; False if it does not exist; PayloadTooLarge past
+        max_bytes."""
+
+    def upload(self, bucket: str, name: str, source: Path, content_type: str) -> StoredObject:
+        """Streams a file into an object."""
 
     def stat(self, bucket: str, name: str) -> StoredObject | None: ...
 
@@ -116,6 +124,23 @@ class CloudStorage:
         except gexc.NotFound:
             return None
         return data
+
+    def download(self, bucket: str, name: str, target: Path, *, max_bytes: int) -> bool:
+        blob = self._client.bucket(bucket).get_blob(name, **storage_call())
+        if blob is None:
+            return False
+        if blob.size is not None and blob.size > max_bytes:
+            raise PayloadTooLarge(f"object is {blob.size} bytes, more than {max_bytes}")
+        try:
+            blob.download_to_filename(str(target), **storage_call())
+        except gexc.NotFound:
+            return False
+        return True
+
+    def upload(self, bucket: str, name: str, source: Path, content_type: str) -> StoredObject:
+        blob = self._client.bucket(bucket).blob(name)
+        blob.upload_from_filename(str(source), content_type=content_type, **storage_call())
+        return _stored(blob)
 
     def stat(self, bucket: str, name: str) -> StoredObject | None:
         blob = self._client.bucket(bucket).get_blob(name, **storage_call())

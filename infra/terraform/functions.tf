@@ -59,6 +59,11 @@ locals {
     # Veo runs on Vertex AI with the function's own credentials (roles/aiplatform.user).
     FRAMEFORK_MODELS__VERTEX_PROJECT  = var.project_id
     FRAMEFORK_MODELS__VERTEX_LOCATION = var.region
+    # Model calls one stage task makes at once, in one event loop: network waits, not CPU, so
+    # the one vCPU is enough. Calls in flight across the service are at most
+    # run_stage_max_instances × this (20 × 8 = 160 by default): size both to the Gemini and
+    # Veo quotas of the project.
+    FRAMEFORK_PIPELINE__CONCURRENCY = tostring(var.pipeline_concurrency)
   }
 }
 

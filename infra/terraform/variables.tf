@@ -97,6 +97,17 @@ variable "run_stage_max_instances" {
   }
 }
 
+variable "pipeline_concurrency" {
+  description = "Model calls (keyframes, clip starts and polls) one run_stage task makes at once. With run_stage_max_instances, it bounds the calls in flight against the Gemini and Veo quotas: instances × this."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = var.pipeline_concurrency >= 1 && var.pipeline_concurrency <= 64
+    error_message = "pipeline_concurrency must be between 1 and 64 (FRAMEFORK_PIPELINE__CONCURRENCY's range)."
+  }
+}
+
 variable "sweep_schedule" {
   description = "When Cloud Scheduler runs the sweep that queues stuck manifesting jobs and pipeline stages again (unix-cron, UTC). Stuck work waits up to this long past its lease before it moves again."
   type        = string

@@ -245,29 +245,21 @@ class LocalStitcher:
         self.preset = preset
         self.crf = crf
 
-    def stitch(self, clips: list[bytes]) -> bytes:
+    def stitch(self, clips: list[Path], target: Path) -> None:
         if not clips:
             raise ProviderError("stitch: no clips")
-        with tempfile.TemporaryDirectory(prefix="local-stitch-") as folder:
-            root = Path(folder)
-            paths = []
-            for number, clip in enumerate(clips):
-                path = root / f"clip-{number:04d}.mp4"
-                path.write_bytes(clip)
-                paths.append(path)
-            infos = [probe(path) for path in paths]
-            for number, info in enumerate(infos):
-                if info.video_codec is None:
-                    raise ProviderError(f"stitch: clip {number + 1} has no video stream")
-            target = root / "stitched.mp4"
-            if len({info.stream_signature() for info in infos}) == 1:
-                self._copy(paths, root / "clips.txt", target)
-            else:
-                self._reencode(paths, infos, target)
-            return target.read_bytes()
+        infos = [probe(path) for path in clips]
+        for number, info in enumerate(infos):
+            if info.video_codec is None:
+                raise ProviderError(f"stitch: clip {number + 1} has no video stream")
+        if len({info.stream_signature() for info in infos}) == 1:
+            with tempfile.TemporaryDirectory(prefix="local-stitch-") as folder:
+                self._copy(clips, Path(folder) / "clips.txt", target)
+        else:
+            self._reencode(clips, infos, target)
 
     def _copy(self, paths: list[Path], listing: Path, target: Path) -> None:
-        listing.write_text("".join(f"file '{path.name}'\n" for path in paths))
+        listing.write_text("".join(f"file '{path.resolve()}'\n" for path in paths))
         run_ffmpeg(
             ["-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy",
              "-movflags", "+faststart", str(target)],

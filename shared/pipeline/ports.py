@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -154,8 +155,9 @@ class VideoModel(Protocol):
 
 
 class Stitcher(Protocol):
-    def stitch(self, clips: list[bytes]) -> bytes:
-        """One MP4 of the clips in order."""
+    def stitch(self, clips: list[Path], target: Path) -> None:
+        """Joins the clip files, in order, into one MP4 at target. Files, not bytes: a video
+        of many clips never has to be held in memory whole."""
         ...
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import tempfile
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -119,6 +121,14 @@ def store_media(
     name = f"pipeline/{hashlib.sha256(data).hexdigest()}.{extension}"
     blobs.put(bucket, name, data, content_type)
     return name
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def checkpoint_id(project: Project, stage: Stage) -> str:
@@ -704,17 +714,22 @@ class PipelineRunner:
         hit = self.index.find(project.owner_id, [key]).get(key)
         source = hit.source() if hit else None
         if hit is None:
-            clips = []
-            for scene in scenes:
-                data = self._blobs.get(self._bucket, scene.clip_object or "", max_bytes=2**31)
-                if data is None:
-                    raise ProviderError(
-                        f"the clip of scene {scene.index} is missing", scene=scene.index
+            with tempfile.TemporaryDirectory(prefix="stitch-") as folder:
+                # Clips stream from Storage to files and the video from a file back: the
+                # stage holds no clip in memory, whatever the scene count.
+                paths = [Path(folder) / f"{s.index:04d}.mp4" for s in scenes]
+                for scene, path in zip(scenes, paths, strict=True):
+                    found = self._blobs.download(
+                        self._bucket, scene.clip_object or "", path, max_bytes=2**31
                     )
-                clips.append(data)
-            name = store_media(
-                self._blobs, self._bucket, providers.stitcher.stitch(clips), "video/mp4", "mp4"
-            )
+                    if not found:
+                        raise ProviderError(
+                            f"the clip of scene {scene.index} is missing", scene=scene.index
+                        )
+                target = Path(folder) / "video.mp4"
+                providers.stitcher.stitch(paths, target)
+                name = f"pipeline/{file_sha256(target)}.mp4"
+                self._blobs.upload(self._bucket, name, target, "video/mp4")
             hit = self._record(
                 project, Stage.STITCH, BasisKind.FINAL_VIDEO, key, name, "video/mp4", 0.0, None,
                 checkpoint_id(project, Stage.STITCH),

@@ -363,9 +363,19 @@ def test_an_unreadable_start_frame_is_a_failed_operation() -> None:
     assert operation.error is not None and "start frame" in operation.error
 
 
+def stitch(clips: list[bytes], folder: Path) -> bytes:
+    """Through files, as the stitch stage streams them."""
+    paths = []
+    for number, data in enumerate(clips):
+        paths.append(folder / f"in-{number}.mp4")
+        paths[-1].write_bytes(data)
+    LocalStitcher().stitch(paths, folder / "stitched.mp4")
+    return (folder / "stitched.mp4").read_bytes()
+
+
 def test_stitching_three_clips_gives_their_summed_duration(tmp_path: Path) -> None:
     clips = [clip(seconds=2), clip(seconds=3), clip(seconds=2)]
-    stitched = LocalStitcher().stitch(clips)
+    stitched = stitch(clips, tmp_path)
     frames, seconds = frames_and_seconds(stitched, tmp_path)
     assert frames == 7 * 24
     assert seconds == pytest.approx(7.0, abs=0.05)
@@ -375,7 +385,7 @@ def test_stitching_three_clips_gives_their_summed_duration(tmp_path: Path) -> No
 
 def test_stitching_clips_of_different_streams_reencodes_them_into_one(tmp_path: Path) -> None:
     clips = [clip(seconds=2, audio=True), clip(seconds=2, size=(640, 360)), clip(seconds=2)]
-    stitched = LocalStitcher().stitch(clips)
+    stitched = stitch(clips, tmp_path)
     info = info_of(stitched, tmp_path)
     assert (info.width, info.height) == (320, 180), "the first clip's frame"
     assert info.audio_codec == "aac", "silence where a clip had no sound"
@@ -384,9 +394,9 @@ def test_stitching_clips_of_different_streams_reencodes_them_into_one(tmp_path: 
     assert frames == 6 * 24
 
 
-def test_stitching_nothing_is_refused() -> None:
+def test_stitching_nothing_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProviderError, match="no clips"):
-        LocalStitcher().stitch([])
+        LocalStitcher().stitch([], tmp_path / "stitched.mp4")
 
 
 def test_the_probe_reads_ffmpeg_stream_descriptions() -> None:
