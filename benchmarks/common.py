@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,8 +49,12 @@ benchmark's stack and clients at another stack, whose data it would fill and who
 would measure instead."""
 
 
-def arguments(doc: str, quick: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """`--quick` (a smoke run, described by `quick`) and `--out`; the docstring is the help."""
+def arguments(
+    doc: str, quick: str, argv: list[str] | None = None,
+    more: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:  # fmt: skip
+    """`--quick` (a smoke run, described by `quick`) and `--out`, and what `more` adds; the
+    docstring is the help."""
     parser = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -58,6 +62,8 @@ def arguments(doc: str, quick: str, argv: list[str] | None = None) -> argparse.N
     parser.add_argument(
         "--out", type=Path, default=REPORTS, help="where the reports go (default: %(default)s)"
     )
+    if more is not None:
+        more(parser)
     return parser.parse_args(argv)
 
 

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -190,6 +191,9 @@ class PipelineRunner:
         self._providers = providers
         self._settings = settings
         self.index = index
+        self._renewing = threading.Lock()
+        self._renewed: dict[str, datetime] = {}
+        """Stage leases this process renewed, by token, until when."""
         self.awaiting: Callable[[StageTask], StageOutcome] | None = None
         """Runs the task of a fork that waits for its uploads (the fork service sets it)."""
 
@@ -406,10 +410,19 @@ class PipelineRunner:
         if current is None or current.is_deleted or current.run != project.run:
             raise StaleRun(project.id)
         lease, lease_s = current.lease, self._settings.tasks.stage_lease_s
-        if lease is not None and lease.until - utcnow() < timedelta(seconds=lease_s / 2):
-            # A long stage renews its lease (rarely: the project document is a hot one), so
-            # a redelivery does not take over a stage that is still being worked on.
+        half = timedelta(seconds=lease_s / 2)
+        if lease is None or lease.until - utcnow() >= half:
+            return
+        # A long stage renews its lease (rarely: the project document is a hot one), so a
+        # redelivery does not take over a stage that is still being worked on. Scenes saved at
+        # the same time read the same lease: the first renews it, the others see that it did.
+        with self._renewing:
+            if self._renewed.get(lease.token, lease.until) - utcnow() >= half:
+                return
             self._projects.change(project.id, lambda p: self._renew(p, lease.token, lease_s))
+            if len(self._renewed) > 1000:
+                self._renewed.clear()
+            self._renewed[lease.token] = utcnow() + timedelta(seconds=lease_s)
 
     @staticmethod
     def _renew(project: Project, token: str, lease_s: int) -> ProjectChange[None]:

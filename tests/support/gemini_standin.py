@@ -354,6 +354,12 @@ class RecordedRequest:
         return image.get("mimeType"), base64.b64decode(image["bytesBase64Encoded"])
 
 
+class _Server(ThreadingHTTPServer):
+    # A stage task opens its calls at once: the default backlog of 5 drops connections, which
+    # the client retries a second later.
+    request_queue_size = 128
+
+
 class GeminiStandin:
     """The server: threaded, on a free loopback port, for one test."""
 
@@ -372,7 +378,7 @@ class GeminiStandin:
         }
         self._video_jobs: deque[VideoJob] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True  # a reply still sleeping never blocks shutdown
         self._thread = threading.Thread(
             # A short poll keeps shutdown (once per test) from waiting half a second.
