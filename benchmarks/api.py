@@ -19,6 +19,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -466,13 +467,13 @@ def function_argv(stack: LocalStack, target: str, port: int) -> list[str]:
             "--port", str(port)]  # fmt: skip
 
 
-def cold_start_api(stack: LocalStack, log: Path) -> dict[str, float]:
+def cold_start_api(stack: LocalStack, log: Path, env: dict[str, str]) -> dict[str, float]:
     port = free_port(set(stack.ports.values()))
     base = f"http://127.0.0.1:{port}"
     # A fresh session each spawn: no connection may survive from the previous process.
     with requests.Session() as session:
         t0 = time.perf_counter()
-        with spawned(function_argv(stack, "api", port), child_env(stack), log) as child:
+        with spawned(function_argv(stack, "api", port), env, log) as child:
             healthz = _wait_for(child, _answers(session, "GET", f"{base}/healthz"), t0, "api")
             # The first Firestore answer also builds the Firestore client and its channel.
             auth = {"Authorization": f"Bearer dev:{UID_LIST}"}
@@ -481,7 +482,7 @@ def cold_start_api(stack: LocalStack, log: Path) -> dict[str, float]:
     return {"healthz_s": healthz, "first_real_s": first}
 
 
-def cold_start_on_upload(stack: LocalStack, log: Path) -> dict[str, float]:
+def cold_start_on_upload(stack: LocalStack, log: Path, env: dict[str, str]) -> dict[str, float]:
     port = free_port(set(stack.ports.values()))
     url = f"http://127.0.0.1:{port}/"
     resource_ = {
@@ -502,7 +503,7 @@ def cold_start_on_upload(stack: LocalStack, log: Path) -> dict[str, float]:
     with requests.Session() as session:
         t0 = time.perf_counter()
         argv = function_argv(stack, "on_upload", port)
-        with spawned(argv, child_env(stack), log) as child:
+        with spawned(argv, env, log) as child:
             event = _answers(session, "POST", url, json=resource_, headers=headers)
             acked = _wait_for(child, event, t0, "on_upload")
     return {"event_acked_s": acked}
@@ -513,8 +514,7 @@ _IMPORT_PROBE = (
 )
 
 
-def import_time(stack: LocalStack) -> dict[str, float]:
-    env = child_env(stack)
+def import_time(env: dict[str, str]) -> dict[str, float]:
     python = str(ROOT / ".venv" / "bin" / "python")
     t0 = time.perf_counter()
     out = subprocess.run(
@@ -551,34 +551,57 @@ def heaviest_imports(stack: LocalStack, top: int = 8) -> list[dict[str, Any]]:
     return [{"package": k, "self_ms": v / 1000} for k, v in packages.most_common(top)]
 
 
+BYTECODE_MODES = ("with bytecode caches", "without bytecode caches")
+"""A deployment may ship compiled bytecode; these machines set PYTHONDONTWRITEBYTECODE=1, so a
+process here compiles every import unless caches exist. Both are measured, each with a cache
+folder of its own (PYTHONPYCACHEPREFIX), so neither depends on what earlier runs left."""
+
+
+def bytecode_env(stack: LocalStack, mode: str, folder: Path) -> dict[str, str]:
+    """The stack's environment with the bytecode of `mode`: caches written once into `folder`
+    beforehand, or an empty `folder` that nothing is written to."""
+    env = child_env(stack, {"PYTHONPYCACHEPREFIX": str(folder), "PYTHONDONTWRITEBYTECODE": "1"})
+    if mode == BYTECODE_MODES[0]:
+        python = str(ROOT / ".venv" / "bin" / "python")
+        subprocess.run([python, "-c", "import functions.main"], cwd=ROOT, check=True,
+                       env={**env, "PYTHONDONTWRITEBYTECODE": ""})  # fmt: skip
+    return env
+
+
 def cold_starts(stack: LocalStack, profile: Profile) -> dict[str, Any]:
     logs = stack.logs_dir / "cold-start"
-    # Interleaved, not five of one then five of the next, so that a burst of load from a
-    # neighbour falls on one run of each rather than on every run of one.
-    api_runs, upload_runs, import_runs = [], [], []
-    for n in range(max(profile.spawns, profile.imports)):
-        if n < profile.spawns:
-            api_runs.append(cold_start_api(stack, logs / f"api-{n}.log"))
-            upload_runs.append(cold_start_on_upload(stack, logs / f"on_upload-{n}.log"))
-        if n < profile.imports:
-            import_runs.append(import_time(stack))
-
-    def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
-        return {
-            key: {
-                "median_s": statistics.median(r[key] for r in runs),
-                "min_s": min(r[key] for r in runs),
-                "max_s": max(r[key] for r in runs),
-                "runs_s": [r[key] for r in runs],
-            }
-            for key in runs[0]
+    found: dict[str, Any] = {}
+    for mode in BYTECODE_MODES:
+        with tempfile.TemporaryDirectory(prefix="pycache-") as folder:
+            env = bytecode_env(stack, mode, Path(folder))
+            # Interleaved, not five of one then five of the next, so that a burst of load from
+            # a neighbour falls on one run of each rather than on every run of one.
+            api_runs, upload_runs, import_runs = [], [], []
+            for n in range(max(profile.spawns, profile.imports)):
+                if n < profile.spawns:
+                    api_runs.append(cold_start_api(stack, logs / f"api-{n}.log", env))
+                    upload_runs.append(
+                        cold_start_on_upload(stack, logs / f"on_upload-{n}.log", env)
+                    )
+                if n < profile.imports:
+                    import_runs.append(import_time(env))
+        found[mode] = {
+            "api": _summary(api_runs),
+            "on_upload": _summary(upload_runs),
+            "import_functions_main": _summary(import_runs),
         }
+    return {"modes": found, "heaviest_imports": heaviest_imports(stack)}
 
+
+def _summary(runs: list[dict[str, float]]) -> dict[str, Any]:
     return {
-        "api": summary(api_runs),
-        "on_upload": summary(upload_runs),
-        "import_functions_main": summary(import_runs),
-        "heaviest_imports": heaviest_imports(stack),
+        key: {
+            "median_s": statistics.median(r[key] for r in runs),
+            "min_s": min(r[key] for r in runs),
+            "max_s": max(r[key] for r in runs),
+            "runs_s": [r[key] for r in runs],
+        }
+        for key in runs[0]
     }
 
 
@@ -917,7 +940,6 @@ CONTENTION_HEADERS = [
 
 
 def cold_rows(report: dict[str, Any]) -> list[list[str]]:
-    cold = report["cold_start"]
     rows = []
     labels = [
         ("api", "healthz_s", "api: spawn → first GET /healthz 200"),
@@ -926,20 +948,22 @@ def cold_rows(report: dict[str, Any]) -> list[list[str]]:
         ("import_functions_main", "import_s", "import functions.main (fresh interpreter)"),
         ("import_functions_main", "interpreter_total_s", "interpreter start + import + exit"),
     ]
-    for group, key, label in labels:
-        entry = cold[group][key]
-        rows.append(
-            [
-                label,
-                _fmt(entry["median_s"] * 1000, 0),
-                f"{_fmt(entry['min_s'] * 1000, 0)}–{_fmt(entry['max_s'] * 1000, 0)}",
-                str(len(entry["runs_s"])),
-            ]
-        )
+    for mode, cold in report["cold_start"]["modes"].items():
+        for group, key, label in labels:
+            entry = cold[group][key]
+            rows.append(
+                [
+                    label,
+                    mode,
+                    _fmt(entry["median_s"] * 1000, 0),
+                    f"{_fmt(entry['min_s'] * 1000, 0)}–{_fmt(entry['max_s'] * 1000, 0)}",
+                    str(len(entry["runs_s"])),
+                ]
+            )
     return rows
 
 
-COLD_HEADERS = ["cold start", "median ms", "min–max ms", "runs"]
+COLD_HEADERS = ["cold start", "bytecode", "median ms", "min–max ms", "runs"]
 
 
 # Above this share of the machine taken by other processes, a cell's figures are suspect.
@@ -1079,7 +1103,9 @@ stored asset was answered 201. {_checks_line(report)}
 
 Spawn of `functions-framework --target …` with the stack's environment until the first
 successful answer; median of {p["spawns"]}. Import alone: `import functions.main` timed in a
-fresh interpreter, median of {p["imports"]}. Heaviest packages to import (ms of
+fresh interpreter, median of {p["imports"]}. Each with bytecode caches (written once
+beforehand, as a deployment can ship them) and without (these machines set
+PYTHONDONTWRITEBYTECODE=1: every import compiled), each from a cache folder of its own. Heaviest packages to import (ms of
 their own modules, one `-X importtime` run): {imports}.
 
 {markdown_table(COLD_HEADERS, cold_rows(report))}
