@@ -33,8 +33,10 @@ def _deadline() -> float:
     return get_settings().dependencies.deadline_s
 
 
-def _backoff(deadline: float, predicate: Any = if_transient_error) -> Retry:
-    return Retry(predicate=predicate, initial=0.1, maximum=1.0, multiplier=2.0, timeout=deadline)
+def _backoff(deadline: float) -> Retry:
+    return Retry(
+        predicate=if_transient_error, initial=0.1, maximum=1.0, multiplier=2.0, timeout=deadline
+    )
 
 
 def grpc_call() -> dict[str, Any]:

@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import logging
 import tempfile
-import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -119,9 +118,13 @@ def store_media(
     blobs: BlobStore, bucket: str, data: bytes, content_type: str, extension: str
 ) -> str:
     """Content-addressed, like every derived object: a retried write rewrites the same one."""
-    name = f"pipeline/{hashlib.sha256(data).hexdigest()}.{extension}"
+    name = media_name(hashlib.sha256(data).hexdigest(), extension)
     blobs.put(bucket, name, data, content_type)
     return name
+
+
+def media_name(sha256: str, extension: str) -> str:
+    return f"pipeline/{sha256}.{extension}"
 
 
 def file_sha256(path: Path) -> str:
@@ -191,9 +194,6 @@ class PipelineRunner:
         self._providers = providers
         self._settings = settings
         self.index = index
-        self._renewing = threading.Lock()
-        self._renewed: dict[str, datetime] = {}
-        """Stage leases this process renewed, by token, until when."""
         self.awaiting: Callable[[StageTask], StageOutcome] | None = None
         """Runs the task of a fork that waits for its uploads (the fork service sets it)."""
 
@@ -410,25 +410,21 @@ class PipelineRunner:
         if current is None or current.is_deleted or current.run != project.run:
             raise StaleRun(project.id)
         lease, lease_s = current.lease, self._settings.tasks.stage_lease_s
-        half = timedelta(seconds=lease_s / 2)
-        if lease is None or lease.until - utcnow() >= half:
-            return
-        # A long stage renews its lease (rarely: the project document is a hot one), so a
-        # redelivery does not take over a stage that is still being worked on. Scenes saved at
-        # the same time read the same lease: the first renews it, the others see that it did.
-        with self._renewing:
-            if self._renewed.get(lease.token, lease.until) - utcnow() >= half:
-                return
+        if lease is not None and lease.until - utcnow() < timedelta(seconds=lease_s / 2):
+            # A long stage renews its lease (rarely: the project document is a hot one), so
+            # a redelivery does not take over a stage that is still being worked on.
             self._projects.change(project.id, lambda p: self._renew(p, lease.token, lease_s))
-            if len(self._renewed) > 1000:
-                self._renewed.clear()
-            self._renewed[lease.token] = utcnow() + timedelta(seconds=lease_s)
 
     @staticmethod
     def _renew(project: Project, token: str, lease_s: int) -> ProjectChange[None]:
-        if project.lease is None or project.lease.token != token:
+        lease = project.lease
+        if lease is None or lease.token != token:
             return unchanged(project, None)
-        project.lease.until = utcnow() + timedelta(seconds=lease_s)
+        if lease.until - utcnow() >= timedelta(seconds=lease_s / 2):
+            # Renewed meanwhile: scenes saved at the same time read the same lease, and the
+            # guarded write has the others see the first one's renewal.
+            return unchanged(project, None)
+        lease.until = utcnow() + timedelta(seconds=lease_s)
         return ProjectChange(project, None, summary="renew the stage lease")
 
     # ----- the index ---------------------------------------------------------------------------
@@ -741,7 +737,7 @@ class PipelineRunner:
                         )
                 target = Path(folder) / "video.mp4"
                 providers.stitcher.stitch(paths, target)
-                name = f"pipeline/{file_sha256(target)}.mp4"
+                name = media_name(file_sha256(target), "mp4")
                 self._blobs.upload(self._bucket, name, target, "video/mp4")
             hit = self._record(
                 project, Stage.STITCH, BasisKind.FINAL_VIDEO, key, name, "video/mp4", 0.0, None,
