@@ -46,10 +46,11 @@ Prints a table and writes benchmarks/reports/pipeline.md, pipeline.json and pipe
 `--provider genai` runs the real google-genai providers (gemini-2.5-flash-image, Veo 3 fast)
 against tests/support/gemini_standin.py, the storyboard from the local text model, for 3, 10 and
 30 scenes (--quick: 3, every latency a tenth): each image call held 2 s, each clip operation
-done at its second poll, the runner's delayed poll tasks delivered after their delay (10 s).
-Per size: wall time, against a sequential run computed from the calls made (calls × latency +
+done at its second poll, the runner's delayed poll tasks delivered after their delay (10 s),
+the tasks due together delivered at once (a stage's chunks). Per size: wall time, against a sequential run computed from the calls made (calls × latency +
 the measured time outside model calls) and the ideal critical path at the concurrency bound;
-Firestore reads and writes per scene; peak RSS. Writes reports/pipeline_genai.md and .json.
+Firestore reads and writes per scene; peak RSS, and the stitch's against the clips it joins.
+Writes reports/pipeline_genai.md and .json.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -437,12 +439,20 @@ def run_pipeline(services: Any, scenes: int, manifest: Manifest) -> dict[str, An
 
 
 def deliver(services: Any, tasks: QueuedTasks, phases: list[Phase]) -> list[Any]:
-    """Runs what was queued, and what that queues, in order: each task a measured phase."""
+    """Runs what was queued, and what that queues, in order: each stage a measured phase, its
+    chunks one after another (the local models are bound by this machine's cores, which
+    chunks on instances of their own would not share), the phase's outcome the first that is
+    not done."""
+    from shared.pipeline.runner import StageOutcome
+
     outcomes = []
     while tasks.queued:
-        task = tasks.queued.pop(0)
-        with METER.measured(task.stage.value, phases):
-            outcomes.append(services.pipeline.run(task))
+        stage = tasks.queued[0].stage
+        ran = []
+        with METER.measured(stage.value, phases):
+            while tasks.queued and tasks.queued[0].stage is stage:
+                ran.append(services.pipeline.run(tasks.queued.pop(0)))
+        outcomes.append(next((o for o in ran if o is not StageOutcome.DONE), StageOutcome.DONE))
     return outcomes
 
 
@@ -1586,31 +1596,49 @@ POLLS_BEFORE_DONE = 1
 (10 s) between passes, a clip is done at the second poll, 20 s after the clips stage began."""
 GENAI_MODELS = {"image_model": "gemini-2.5-flash-image", "video_model": "veo-3.0-fast-generate-001"}
 GENAI_CLIP_SECONDS = 4  # Veo makes 4, 6 or 8 s clips
-GENAI_OUTCOMES = ["done", "done", "waiting", "waiting", "done", "done"]
-"""Storyboard, keyframes, the clips started, poll 1 (none done), poll 2 (all done), stitch."""
+
+
+def genai_outcomes(chunks: int) -> Counter[str]:
+    """Storyboard; each chunk's keyframes, clips started, poll 1 (none done), poll 2 (all
+    done); the stitch."""
+    return Counter({"storyboard done": 1, "keyframes done": chunks, "clips waiting": chunks,
+                    "clips poll 1 waiting": chunks, "clips poll 2 done": chunks,
+                    "stitch done": 1})  # fmt: skip
 
 
 class DelayedTasks:
     """Stands in for Cloud Tasks: a task is delivered once its delay (× `scale`) has passed
-    since it was enqueued; the benchmark sleeps until then, as a queue would hold it."""
+    since it was enqueued, those due together at once, each on a thread of its own, as the
+    queue dispatches them to instances of their own."""
 
     def __init__(self, scale: float) -> None:
         self.scale = scale
         self.queued: list[tuple[Any, float]] = []
         self.waited_s = 0.0
+        """Time during which no task ran and the next one was not due yet."""
 
     def enqueue(
         self, queue: str, url: str, payload: Any, *, task_id: str, delay_s: float = 0
     ) -> None:
         self.queued.append((payload, time.perf_counter() + delay_s * self.scale))
 
-    def next(self) -> Any:
-        payload, due = self.queued.pop(0)
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-            self.waited_s += wait
-        return payload
+    def deliver(self, run: Callable[[Any], Any]) -> None:
+        """Runs `run(task)` for every task as it falls due, until none is queued or running."""
+        running: set[Future[Any]] = set()
+        with ThreadPoolExecutor(max_workers=64) as pool:
+            while self.queued or running:
+                now = time.perf_counter()
+                for item in [q for q in self.queued if q[1] <= now]:
+                    self.queued.remove(item)
+                    running.add(pool.submit(run, item[0]))
+                if running:
+                    finished, running = wait(running, timeout=0.05, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        future.result()
+                elif self.queued:
+                    pause = min(due for _, due in self.queued) - now
+                    time.sleep(pause)
+                    self.waited_s += pause
 
 
 class TimedProviders:
@@ -1642,6 +1670,11 @@ def reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def rss_mib() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) / 1024
+
+
 def peak_rss_mib() -> float:
     status = Path("/proc/self/status").read_text()
     line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
@@ -1649,13 +1682,19 @@ def peak_rss_mib() -> float:
 
 
 def sample_clip() -> bytes:
-    """A real 4 s H.264 clip (the local video model's), which the local stitcher concatenates."""
+    """A real 4 s H.264 clip (the local video model's), which the local stitcher concatenates.
+    Drawn from noise, so that it weighs what a model's clip does (about 2 MiB), not the few
+    KiB of a flat frame: the stitch's memory is measured against it."""
+    import numpy as np
+
     from shared.pipeline.local_video import LocalVideoModel
     from shared.pipeline.ports import ClipRequest
-    from tests.support.gemini_standin import sample_png
 
-    request = ClipRequest(prompt="a drift", start_frame=sample_png((LONG_SIDE, 360)),
-                          end_frame=None, seconds=GENAI_CLIP_SECONDS, aspect_ratio="16:9")  # fmt: skip
+    noise = np.random.default_rng(7).integers(0, 256, (360, LONG_SIDE, 3), dtype=np.uint8)
+    frame = io.BytesIO()
+    Image.fromarray(noise).save(frame, "PNG")
+    request = ClipRequest(prompt="a drift", start_frame=frame.getvalue(), end_frame=None,
+                          seconds=GENAI_CLIP_SECONDS, aspect_ratio="16:9")  # fmt: skip
     video = asyncio.run(LocalVideoModel().start_clip(request)).video
     assert video is not None
     return video
@@ -1685,52 +1724,62 @@ def run_genai(
     request = GenerateRequest(prompt=PROMPT, clip_seconds=GENAI_CLIP_SECONDS,
                               total_seconds=GENAI_CLIP_SECONDS * scenes, manifest_id=manifest.id,
                               take_seed=TAKE_SEED, **GENAI_MODELS)  # fmt: skip
-    phases: list[Phase] = []
-    outcomes: list[str] = []
+    walls: list[tuple[str, float]] = []
+    outcomes: Counter[str] = Counter()
+    stitch: dict[str, float] = {}
     with GeminiStandin(images[-1]) as standin:
         standin.enqueue(*images)
         standin.default_video_job = VideoJob(video=clip, polls_before_done=POLLS_BEFORE_DONE)
         get_settings().models.gemini_base_url = standin.base_url
 
         def timed(name: str, work: Any, *args: Any) -> Any:
-            # Timed alone (no collection, no CPU reading per phase): the wall is the run's.
-            with METER.phase() as tally:
-                started = time.perf_counter()
-                result = work(*args)
-            phases.append(Phase(name, {"wall_s": time.perf_counter() - started}, tally))
+            # The wall of each task alone: tasks overlap, so the counts are the run's.
+            started = time.perf_counter()
+            result = work(*args)
+            walls.append((name, time.perf_counter() - started))
             return result
+
+        def deliver(task: Any) -> None:
+            name = task.stage.value + (f" poll {task.poll}" if task.poll else "")
+            if task.stage.value == "stitch":  # alone by then: the last task of the run
+                reset_peak_rss()
+                stitch["before_mib"] = rss_mib()
+            outcomes[f"{name} {timed(name, services.pipeline.run, task).value}"] += 1
+            if task.stage.value == "stitch":
+                stitch["peak_mib"] = peak_rss_mib()
 
         gc.collect()
         reset_peak_rss()
-        with CpuWindow(METER.emulators) as cpu:
+        with CpuWindow(METER.emulators) as cpu, METER.phase() as tally:
             began = time.perf_counter()
             project = timed("generate", services.projects.generate, Identity(OWNER), request)
-            while tasks.queued:
-                task = tasks.next()
-                name = task.stage.value + (f" poll {task.poll}" if task.poll else "")
-                outcomes.append(timed(name, services.pipeline.run, task).value)
+            peak = peak_rss_mib()
+            tasks.deliver(deliver)
             wall = time.perf_counter() - began
-        peak = peak_rss_mib()
+        peak = max(peak, peak_rss_mib(), stitch.get("peak_mib", 0.0))
         sent = Counter(r.method for r in standin.requests)
         in_flight = standin.max_in_flight
     with METER.phase():  # reading back, for the checks
         stored = services.projects_repo.get(project.id)
         stored_scenes = services.projects_repo.scenes(project.id)
+        bucket = services.settings.storage.media_bucket
+        clip_bytes = sum(len(services.blobs.get(bucket, s.clip_object or "", max_bytes=2**31) or b"")
+                         for s in stored_scenes)  # fmt: skip
     images_n, clips_n, polls = (
         sent[standin_module.GENERATE],
         sent[standin_module.START_VIDEO],
         sent[standin_module.POLL_VIDEO],
     )
     remote = ("image", "video", "video_poll")  # the storyboard and the stitch run locally
-    model_s = union_s([s for p in phases for s in p.tally.spans if s[0] in remote])
+    model_s = union_s([s for s in tally.spans if s[0] in remote])
     overhead = wall - model_s - tasks.waited_s
-    fixed = sum(p.measures["wall_s"] for p in phases if p.name in ("generate", "storyboard",
-                                                                   "stitch"))  # fmt: skip
+    fixed = sum(w for name, w in walls if name in ("generate", "storyboard", "stitch"))
     sequential = images_n * image_s + clips_n * clip_s + overhead
     ideal = math.ceil(images_n / bound) * image_s + clip_s + fixed
     problems = []
-    if outcomes != GENAI_OUTCOMES:
-        problems.append(f"outcomes {outcomes}, expected {GENAI_OUTCOMES}")
+    chunks = math.ceil(scenes / services.settings.pipeline.chunk_scenes)
+    if outcomes != genai_outcomes(chunks):
+        problems.append(f"outcomes {dict(outcomes)}, expected {dict(genai_outcomes(chunks))}")
     if stored is None or stored.status is not ProjectStatus.COMPLETE:
         problems.append(f"status {stored.status.value if stored else 'missing'}")
     if len(stored_scenes) != scenes or any(s.clip_object is None for s in stored_scenes):
@@ -1739,24 +1788,20 @@ def run_genai(
         problems.append(f"{polls} polls for {clips_n} clip operations")
     if scale and in_flight != min(bound, max(images_n, clips_n)):
         problems.append(f"at most {in_flight} calls in flight; bound {bound}")
-    for phase in phases:
-        if mismatch := phase.tally.firestore.rpc_mismatch():
-            problems.append(f"{phase.name}: {mismatch}")
+    if mismatch := tally.firestore.rpc_mismatch():
+        problems.append(mismatch)
     return {
         "scenes": scenes, "wall_s": wall, "image_calls": images_n, "clip_operations": clips_n,
         "polls": polls, "max_in_flight": in_flight, "bound": bound, "image_s": image_s,
         "clip_s": clip_s, "model_s": model_s, "waited_s": tasks.waited_s,
         "overhead_s": overhead, "fixed_s": fixed, "sequential_s": sequential, "ideal_s": ideal,
-        "reads": sum(p.tally.firestore.reads for p in phases),
-        "writes": sum(p.tally.firestore.writes for p in phases),
-        "peak_rss_mib": peak, "others_share": cpu.use.others_share, "outcomes": outcomes,
-        "problems": problems,
-        "phases": [{"name": p.name, "wall_s": p.measures["wall_s"], "model_s": union_s(p.tally.spans),
-                    "slowest_call_s": max((e - b for _, b, e in p.tally.spans), default=0.0),
-                    "reads": p.tally.firestore.reads, "writes": p.tally.firestore.writes,
-                    "firestore_s": p.tally.firestore.seconds, "calls": dict(p.tally.calls),
-                    "paths": dict(sorted(p.tally.firestore.paths.items()))}
-                   for p in phases],
+        "reads": tally.firestore.reads, "writes": tally.firestore.writes,
+        "paths": dict(sorted(tally.firestore.paths.items())), "calls": dict(tally.calls),
+        "peak_rss_mib": peak, "others_share": cpu.use.others_share, "outcomes": dict(outcomes),
+        "chunks": chunks, "clip_mib": clip_bytes / 2**20,
+        "stitch_rss_mib": stitch.get("before_mib", 0.0),
+        "stitch_peak_mib": stitch.get("peak_mib", 0.0), "problems": problems,
+        "phases": [{"name": name, "wall_s": w} for name, w in walls],
     }  # fmt: skip
 
 
@@ -1775,8 +1820,14 @@ GENAI_HEADERS = ["N", "wall s", "image calls", "clip ops (polls)", "max in fligh
 
 
 def genai_stages(run: dict[str, Any]) -> str:
-    walls = ", ".join(f"{p['name']} {p['wall_s']:.2f}" for p in run["phases"])
-    return (f"N = {run['scenes']}: {walls} s; waited for delayed tasks {run['waited_s']:.1f} s; "
+    by_name: dict[str, list[float]] = {}
+    for phase in run["phases"]:
+        by_name.setdefault(phase["name"], []).append(phase["wall_s"])
+    walls = ", ".join(f"{name} {max(w):.2f}" + (f" (longest of {len(w)})" if len(w) > 1 else "")
+                      for name, w in by_name.items())  # fmt: skip
+    return (f"N = {run['scenes']} ({run['chunks']} chunks): {walls} s; stitch RSS "
+            f"{run['stitch_rss_mib']:.0f} → peak {run['stitch_peak_mib']:.0f} MiB for "
+            f"{run['clip_mib']:.0f} MiB of clips; waited for delayed tasks {run['waited_s']:.1f} s; "
             f"model calls in flight {run['model_s']:.1f} s; the rest {run['overhead_s']:.2f} s; "
             f"others used {run['others_share']:.0%} of the CPU")  # fmt: skip
 
@@ -1823,6 +1874,7 @@ def genai_main(args: Any) -> int:
         else {}
     )
     report = {"mode": mode, "machine": info, "scale": scale, "image_s": IMAGE_S * scale,
+              "chunk_scenes": services.settings.pipeline.chunk_scenes,
               "models": GENAI_MODELS, "run_s": time.perf_counter() - began,
               "loadavg_end": os.getloadavg(), "goals": goals, "runs": runs}  # fmt: skip
     write_genai_report(report, args.out)
@@ -1853,10 +1905,13 @@ def write_genai_report(report: dict[str, Any], out: Path) -> None:
         f"operation answers \"not done\" to its first poll and done to the second, and the "
         f"runner's delayed poll task is delivered {clip_s / 2:g} s after it was queued, so a clip "
         f"is done {clip_s:g} s after it was started. Concurrency bound {bound} "
-        "(FRAMEFORK_PIPELINE__CONCURRENCY). Stage tasks run in this process against the "
-        "Firestore and Storage emulators, one project per size from emptied emulators, a READY "
-        f"manifest of four photos, clips of {GENAI_CLIP_SECONDS} s (a real H.264 clip, the "
-        "same for every operation), the local stitcher. One run per size, after a warm-up "
+        "(FRAMEFORK_PIPELINE__CONCURRENCY) per project, shared out among a stage's chunks of "
+        f"{report['chunk_scenes']} scenes (FRAMEFORK_PIPELINE__CHUNK_SCENES). Stage tasks run in "
+        "this process, each on a thread of its own as it falls due (as Cloud Tasks dispatches "
+        "a stage's chunks to instances of their own), against the Firestore and Storage "
+        "emulators, one project per size from emptied emulators, a READY "
+        f"manifest of four photos, clips of {GENAI_CLIP_SECONDS} s (a real H.264 clip of about "
+        "2 MiB, drawn from noise, the same for every operation), the local stitcher. One run per size, after a warm-up "
         "without latency. The stage lease is production's 900 s (the local stack's 10 s would "
         "be renewed during the keyframes, by several concurrent scene saves at once). The "
         "stand-in's listen backlog is raised from socketserver's 5 to 128: "
@@ -1878,10 +1933,13 @@ def write_genai_report(report: dict[str, Any], out: Path) -> None:
         "- **reads / writes per scene**: Firestore documents of the whole run "
         "(tests/support/firestore_counter.py) ÷ N; **peak RSS**: VmHWM of this process "
         "(the pipeline, the google-genai client and the stand-in's threads), reset before "
-        "each project; ffmpeg and the emulators are other processes.",
+        "each project; ffmpeg and the emulators are other processes. The stitch's own: RSS "
+        "when its task began (the run's memory until then) and the peak during it (reset "
+        "at its start), beside the size of the clips it joined: the clips stream to files, "
+        "so the peak does not grow with them.",
         "- **max in flight**: the most requests the stand-in held at once.",
         "",
-        "Per stage task (wall s):",
+        "Per stage task (wall s; a stage's chunks and poll passes: the longest):",
         "",
         *[f"- {genai_stages(r)}" for r in runs],
         "",
@@ -1889,8 +1947,9 @@ def write_genai_report(report: dict[str, Any], out: Path) -> None:
          + "; ".join(f"{g}: {'met' if ok else '**not met**'}" for g, ok in report["goals"].items())
          + ".") if report["goals"] else "Goals: set for the full run.",
         "",
-        "Checks: " + ("every project completed through the expected tasks (storyboard, keyframes, "
-                      "clips started, two poll passes, stitch), two polls per clip operation, "
+        "Checks: " + ("every project completed through the expected tasks (storyboard; per "
+                      "chunk: keyframes, clips started, two poll passes; stitch), two polls per "
+                      "clip operation, "
                       "the stand-in saw the bound reached, the client's RPCs matched the counts."
                       if not problems else "\n\n" + "\n".join(f"- {p}" for p in problems)),
         "",

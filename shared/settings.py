@@ -71,7 +71,11 @@ class TasksSettings(BaseModel):
 
 class PipelineSettings(BaseModel):
     concurrency: int = Field(default=8, ge=1, le=64)
-    """Model calls one stage task of a project makes at once (image calls, clip starts)."""
+    """Model calls a project's stage makes at once (image calls, clip starts), shared out
+    among the stage's chunks."""
+    chunk_scenes: int = Field(default=10, ge=1, le=200)
+    """Scenes per task of the keyframes and clips stages: Cloud Tasks spreads a long video's
+    chunks over instances, and no task's work grows with the scene count."""
 
 
 class DependencySettings(BaseModel):

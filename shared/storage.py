@@ -24,6 +24,11 @@ from shared.deadlines import storage_call
 from shared.errors import PayloadTooLarge
 from shared.settings import StorageSettings, get_settings
 
+UPLOAD_CHUNK_BYTES = 8 * 2**20
+"""A file above 8 MiB goes up in resumable chunks of this size (a multiple of 256 KiB, as
+they must be), each read from the file in turn: the client's default of 100 MiB would read a
+whole stitched video into memory."""
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -138,7 +143,7 @@ class CloudStorage:
         return True
 
     def upload(self, bucket: str, name: str, source: Path, content_type: str) -> StoredObject:
-        blob = self._client.bucket(bucket).blob(name)
+        blob = self._client.bucket(bucket).blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
         blob.upload_from_filename(str(source), content_type=content_type, **storage_call())
         return _stored(blob)
 

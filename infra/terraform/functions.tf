@@ -59,11 +59,17 @@ locals {
     # Veo runs on Vertex AI with the function's own credentials (roles/aiplatform.user).
     FRAMEFORK_MODELS__VERTEX_PROJECT  = var.project_id
     FRAMEFORK_MODELS__VERTEX_LOCATION = var.region
-    # Model calls one stage task makes at once, in one event loop: network waits, not CPU, so
-    # the one vCPU is enough. Calls in flight across the service are at most
-    # run_stage_max_instances × this (20 × 8 = 160 by default): size both to the Gemini and
-    # Veo quotas of the project.
+    # Model calls a project's stage makes at once, shared out among its chunk tasks (each
+    # runs its share in one event loop: network waits, not CPU, so the one vCPU is enough).
+    # A task makes at most `concurrency` calls at once, so calls in flight across the service
+    # are at most run_stage_max_instances × this (20 × 8 = 160 by default): size both to the
+    # Gemini and Veo quotas of the project.
     FRAMEFORK_PIPELINE__CONCURRENCY = tostring(var.pipeline_concurrency)
+    # Scenes per keyframes or clips task. A chunk makes at most 2 × this image calls, at
+    # least one at a time: 20 calls × ~10 s of image latency is under 4 min at worst, far
+    # inside the 30 min dispatch deadline whatever the scene count. A 30-scene video's 3
+    # chunks run on 3 instances at once; clips are polled by delayed tasks, not waited on.
+    FRAMEFORK_PIPELINE__CHUNK_SCENES = tostring(var.pipeline_chunk_scenes)
   }
 }
 
@@ -273,8 +279,9 @@ resource "google_cloudfunctions2_function" "run_stage" {
     # project reaches as internal traffic; nothing on the internet does, whatever IAM says.
     ingress_settings               = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision = true
-    # Stitching holds every clip, their copies in /tmp (memory-backed here) and the final
-    # video at once, and ffmpeg (the imageio-ffmpeg binary) re-encodes on the one vCPU.
+    # The stitch streams every clip to /tmp (memory-backed here) and writes the video beside
+    # them, holding no clip in the process, and ffmpeg (the imageio-ffmpeg binary) re-encodes
+    # on the one vCPU: 2 GiB holds a long video's clips with room to spare.
     available_memory = "2Gi"
     available_cpu    = "1"
     # One stage per instance: a stitch must not share its memory with another.

@@ -98,13 +98,24 @@ variable "run_stage_max_instances" {
 }
 
 variable "pipeline_concurrency" {
-  description = "Model calls (keyframes, clip starts and polls) one run_stage task makes at once. With run_stage_max_instances, it bounds the calls in flight against the Gemini and Veo quotas: instances × this."
+  description = "Model calls (keyframes, clip starts and polls) a project's stage makes at once, shared out among its chunk tasks; no task makes more. With run_stage_max_instances, it bounds the calls in flight against the Gemini and Veo quotas: instances × this."
   type        = number
   default     = 8
 
   validation {
     condition     = var.pipeline_concurrency >= 1 && var.pipeline_concurrency <= 64
     error_message = "pipeline_concurrency must be between 1 and 64 (FRAMEFORK_PIPELINE__CONCURRENCY's range)."
+  }
+}
+
+variable "pipeline_chunk_scenes" {
+  description = "Scenes per keyframes or clips task of the pipeline: a long video's stage runs as several tasks, which Cloud Tasks spreads over run_stage instances, and no task's work grows with the scene count."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.pipeline_chunk_scenes >= 1 && var.pipeline_chunk_scenes <= 200
+    error_message = "pipeline_chunk_scenes must be between 1 and 200 (FRAMEFORK_PIPELINE__CHUNK_SCENES's range)."
   }
 }
 

@@ -162,6 +162,14 @@ class StageLease(Document):
     until: datetime
 
 
+class StageChunks(Document):
+    """The chunks of one stage of one run that have ended: the stage ends with the last."""
+
+    run: int
+    stage: Stage
+    done: list[int] = Field(default_factory=list)
+
+
 class Project(Document):
     """`projects/{id}`; scenes in `projects/{id}/scenes/{index:03d}`."""
 
@@ -210,7 +218,12 @@ class Project(Document):
     versions: dict[str, int] = Field(default_factory=dict)
     """`kind:scene` → the last version number issued for that artifact (1: what the stage
     made), so concurrent edits never repeat one."""
-    lease: StageLease | None = None
+    chunk_scenes: int = Field(default=10, ge=1)
+    """Scenes per keyframes or clips task, fixed when the project is made, so every delivery
+    and every sweep partitions the scenes alike."""
+    leases: dict[str, StageLease] = Field(default_factory=dict)
+    """The delivery running each chunk of the current stage, by chunk number."""
+    chunks: StageChunks | None = None
     requeues: int = 0
     """Times the sweeper queued the current stage again (its task lost, its worker dead);
     back to 0 when a stage ends or the project resumes."""
@@ -220,6 +233,17 @@ class Project(Document):
     is_deleted: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+    def chunk_count(self, stage: Stage) -> int:
+        """Tasks the stage runs in: the scene stages in chunks, the others whole."""
+        if stage in (Stage.KEYFRAMES, Stage.CLIPS):
+            return max(1, math.ceil(self.scene_count / self.chunk_scenes))
+        return 1
+
+    def chunks_done(self, stage: Stage) -> list[int]:
+        """The chunks of `stage` that ended in this run."""
+        record = self.chunks
+        return record.done if record and (record.run, record.stage) == (self.run, stage) else []
 
 
 class MediaState(StrEnum):

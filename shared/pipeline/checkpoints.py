@@ -343,7 +343,7 @@ class CheckpointService:
             project.current_checkpoint_id = checkpoint.id
             project.stages_done = [s for s in checkpoint.stages_done if s not in stages]
             project.stage, project.status = stages[0], stages[0].status
-            project.error, project.lease = None, None
+            project.error, project.leases = None, {}
             project.final_video_object = project.final_video_basis = None
             project.final_video_reused_from = None
             project.auto_continue, project.pause_each_stage = auto_continue, not auto_continue

@@ -295,6 +295,7 @@ class ForkService:
                 f"project {source_id} was made without a manifest: it has no assets to change"
             )
         project = self._project(source, checkpoint, body, overrides, rewrite)
+        project.chunk_scenes = self._runner.settings.pipeline.chunk_scenes
         if source.snapshot_id is not None:
             forked = self._fork_manifest(source, project, body)
             project.manifest_id = forked.manifest.id

@@ -101,6 +101,7 @@ class ProjectService:
             take_seed=(
                 request.take_seed if request.take_seed is not None else secrets.randbelow(2**31)
             ),
+            chunk_scenes=self._runner.settings.pipeline.chunk_scenes,
         )
         project.cost.estimate_usd = round(
             estimate(request, len(snapshot.asset_ids) if snapshot else 0).total, 4
@@ -127,7 +128,7 @@ class ProjectService:
                 raise Conflict(f"project {project_id} is {project.status.value}; nothing to stop")
             project.status = ProjectStatus.STOPPED
             project.run += 1  # tasks of the stopped run find another number and quit
-            project.lease = None
+            project.leases = {}
             return ProjectChange(project, project, summary="stop")
 
         return self._projects.change(project_id, plan)
@@ -158,7 +159,7 @@ class ProjectService:
                     setattr(project, field, value)
             project.run += 1
             project.status, project.stage = pending[0].status, pending[0]
-            project.error, project.lease, project.requeues = None, None, 0
+            project.error, project.leases, project.requeues = None, {}, 0
             if project.awaiting:  # a fork still waiting for its images waits again
                 project.status, project.fork_job_id = ProjectStatus.AWAITING_UPLOADS, None
                 project.awaiting_until = utcnow() + timedelta(

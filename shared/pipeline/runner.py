@@ -5,11 +5,15 @@ stage calls a model it looks the digest up in the owner's artifact index: a hit 
 no cost, a miss is made and recorded. So a repeated, resumed or continued stage, a branch or a
 project with the same take makes only what is new, wherever it is.
 
-A delivery takes the stage's lease in a guarded project write; a second delivery meanwhile is
-told to come back later. The stage's end (stages_done, its checkpoint, the ledger, what comes
-next) is one guarded write too, so deliveries that race record one checkpoint. A task carries
-the project's `run`; stop, resume and continue bump it, so tasks of an older run quit. Clips are
-started, and a delayed task polls them. A failure names the stage, the scene and the cause.
+The keyframes and clips stages run as chunks of at most `chunk_scenes` scenes, one task each,
+which Cloud Tasks spreads over instances; the storyboard and the stitch run whole. A delivery
+takes its chunk's lease in a guarded project write; a second delivery meanwhile is told to come
+back later. A chunk's end is a guarded write too, recording it among the stage's chunks done:
+the write that records the last one also ends the stage (stages_done, its checkpoint, the
+ledger, what comes next), so deliveries that race or repeat count each chunk once and record
+one checkpoint. A task carries the project's `run`; stop, resume and continue bump it, so tasks
+of an older run quit. A chunk starts its clips together, and one delayed task polls them. A
+failure names the stage, the scene and the cause.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import hashlib
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +41,7 @@ from shared.models.projects import (
     ProjectStatus,
     Scene,
     Stage,
+    StageChunks,
     StageError,
     StageLease,
 )
@@ -95,6 +100,8 @@ class StageTask(RequestBody):
     run: int = Field(ge=1)
     poll: int = Field(default=0, ge=0)
     """How many times clips have been polled: names the next polling task uniquely."""
+    chunk: int = Field(default=0, ge=0)
+    """Which `chunk_scenes` scenes of the stage this task runs (by position)."""
     keyframe: KeyframeJob | None = None
     uploads: bool = False
     """A fork that waits for its images: see shared/pipeline/forks.py."""
@@ -213,11 +220,17 @@ class PipelineRunner:
             task_id=task_id, delay_s=delay_s,
         )  # fmt: skip
 
-    def enqueue(self, project: Project, stage: Stage, *, poll: int = 0, delay_s: float = 0) -> None:
-        self._send(
-            StageTask(project_id=project.id, stage=stage, run=project.run, poll=poll),
-            f"{project.id}-r{project.run}-{stage.value}-{poll}", delay_s,
-        )  # fmt: skip
+    def enqueue(
+        self, project: Project, stage: Stage, *, poll: int = 0, delay_s: float = 0,
+        chunks: Iterable[int] | None = None, suffix: str = "",
+    ) -> None:  # fmt: skip
+        """A task for each chunk of the stage (or those named); the task names dedupe."""
+        for chunk in range(project.chunk_count(stage)) if chunks is None else chunks:
+            self._send(
+                StageTask(project_id=project.id, stage=stage, run=project.run, poll=poll,
+                          chunk=chunk),
+                f"{project.id}-r{project.run}-{stage.value}-c{chunk}-{poll}{suffix}", delay_s,
+            )  # fmt: skip
 
     def enqueue_keyframe(self, project: Project, job: KeyframeJob) -> None:
         self._send(
@@ -245,6 +258,8 @@ class PipelineRunner:
         if task.stage in project.stages_done:
             self._follow(project)  # a redelivery after the end: make sure what follows is queued
             return StageOutcome.DONE
+        if task.chunk in project.chunks_done(task.stage):
+            return StageOutcome.DONE  # a redelivery of a chunk that ended; others still run
         try:
             finished = {
                 Stage.STORYBOARD: self._storyboard,
@@ -260,10 +275,10 @@ class PipelineRunner:
         except StaleRun:
             return StageOutcome.DONE  # its paid work is indexed; the new run may reuse it
         except BaseException:
-            self._projects.change(project.id, lambda p: self._release(p, token))
+            self._projects.change(project.id, lambda p: self._release(p, task, token))
             raise
         if not finished:
-            self._projects.change(project.id, lambda p: self._release(p, token))
+            self._projects.change(project.id, lambda p: self._release(p, task, token))
             return StageOutcome.WAITING
         ended = self._projects.change(project.id, lambda p: self._finish(p, task))
         if ended is not None:
@@ -273,15 +288,25 @@ class PipelineRunner:
     # ----- stuck stages (the sweeper) ---------------------------------------------------------
 
     def is_stuck(self, project: Project, now: datetime) -> bool:
-        """A running stage whose worker died (its lease ran out) or whose task was lost (no
-        lease, and no write for a lease's length): nothing will move it on by itself."""
+        """A running stage with a chunk whose worker died (its lease ran out), or whose task
+        was lost (no lease held, and no write for a lease's length): nothing will move it
+        on by itself."""
+        return bool(self._stuck_chunks(project, now))
+
+    def _stuck_chunks(self, project: Project, now: datetime) -> list[int]:
         if project.is_deleted or project.status not in RUNNING:
-            return False
-        if project.lease is not None:
-            return project.lease.until < now
-        # Between clip polls a stage holds no lease, but writes at each poll.
+            return []
+        stage = project.stage or Stage.STORYBOARD
+        open_chunks = [
+            c for c in range(project.chunk_count(stage)) if c not in project.chunks_done(stage)
+        ]
+        leases = {int(c): lease for c, lease in project.leases.items()}
+        dead = [c for c in open_chunks if c in leases and leases[c].until < now]
+        if dead or any(lease.until >= now for lease in leases.values()):
+            return dead  # a chunk at work writes as it goes: the others' tasks may be queued
+        # Between clip polls a chunk holds no lease, but writes at each poll.
         quiet_s = max(self._settings.tasks.stage_lease_s, 2 * POLL_DELAY_S)
-        return project.updated_at < now - timedelta(seconds=quiet_s)
+        return open_chunks if project.updated_at < now - timedelta(seconds=quiet_s) else []
 
     def requeue_stuck(self) -> tuple[int, int]:
         """Queues each stuck stage again, or fails it after `max_requeues`: (requeued,
@@ -290,25 +315,25 @@ class PipelineRunner:
         for found in self._projects.with_status(list(RUNNING)):
             if not self.is_stuck(found, utcnow()):
                 continue
-            project = self._projects.change(found.id, self._requeue)
-            if project is None:
+            requeue = self._projects.change(found.id, self._requeue)
+            if requeue is None:
                 continue
-            if project.status is ProjectStatus.FAILED:
+            if requeue[0].status is ProjectStatus.FAILED:
                 failed += 1
                 continue
-            stage = project.stage or Stage.STORYBOARD
-            self._send(
-                StageTask(project_id=project.id, stage=stage, run=project.run),
-                f"{project.id}-r{project.run}-{stage.value}-q{project.requeues}",
-            )
+            project, chunks = requeue
+            self.enqueue(project, project.stage or Stage.STORYBOARD, chunks=chunks,
+                         suffix=f"-q{project.requeues}")  # fmt: skip
             requeued += 1
         return requeued, failed
 
-    def _requeue(self, project: Project) -> ProjectChange[Project | None]:
-        if not self.is_stuck(project, utcnow()):
+    def _requeue(self, project: Project) -> ProjectChange[tuple[Project, list[int]] | None]:
+        stuck = self._stuck_chunks(project, utcnow())
+        if not stuck:
             return unchanged(project, None)  # it moved on, or another sweep took it
         stage = project.stage or Stage.STORYBOARD
-        project.lease = None
+        for chunk in stuck:
+            project.leases.pop(str(chunk), None)
         if project.requeues >= self._settings.tasks.max_requeues:
             project.status = ProjectStatus.FAILED
             project.error = StageError(
@@ -316,39 +341,43 @@ class PipelineRunner:
                 cause=f"the {stage.value} stage gave up after {project.requeues + 1} unfinished "
                 "tries (its worker died or its task was lost); resume to try again",
             )  # fmt: skip
-            return ProjectChange(project, project, summary=f"fail stuck {stage.value}")
+            project.leases = {}
+            return ProjectChange(project, (project, []), summary=f"fail stuck {stage.value}")
         project.requeues += 1
-        return ProjectChange(project, project, summary=f"requeue stuck {stage.value}")
+        return ProjectChange(project, (project, stuck), summary=f"requeue stuck {stage.value}")
 
     def _start(
         self, project: Project, task: StageTask, token: str
     ) -> ProjectChange[Project | StageOutcome]:
         if project.is_deleted or project.run != task.run:
             return unchanged(project, StageOutcome.DONE)  # gone, or a task of an older run
-        if task.stage in project.stages_done:
+        if task.stage in project.stages_done or task.chunk in project.chunks_done(task.stage):
             return unchanged(project, project)
         if project.status.is_terminal or project.status is ProjectStatus.STAGED:
             return unchanged(project, StageOutcome.DONE)
+        if task.chunk >= project.chunk_count(task.stage):
+            return unchanged(project, StageOutcome.DONE)  # no such chunk: nothing to run
         previous = list(Stage)[list(Stage).index(task.stage) - 1]
         if task.stage is not Stage.STORYBOARD and previous not in project.stages_done:
             return unchanged(project, StageOutcome.NOT_READY)
-        lease = project.lease
+        lease = project.leases.get(str(task.chunk))
         if lease is not None and lease.token != token and lease.until > utcnow():
             # Another delivery runs it; come back later.
             return unchanged(project, StageOutcome.NOT_READY)
         project.status, project.stage, project.error = task.stage.status, task.stage, None
-        project.lease = StageLease(
+        project.leases[str(task.chunk)] = StageLease(
             token=token, stage=task.stage,
             until=utcnow() + timedelta(seconds=self._settings.tasks.stage_lease_s),
         )  # fmt: skip
-        return ProjectChange(project, project, summary=f"start {task.stage.value}")
+        return ProjectChange(project, project, summary=f"start {task.stage.value} {task.chunk}")
 
     @staticmethod
-    def _release(project: Project, token: str) -> ProjectChange[None]:
-        if project.lease is None or project.lease.token != token:
+    def _release(project: Project, task: StageTask, token: str) -> ProjectChange[None]:
+        lease = project.leases.get(str(task.chunk))
+        if lease is None or lease.token != token:
             return unchanged(project, None)
-        project.lease = None
-        return ProjectChange(project, None, summary="release the stage")
+        del project.leases[str(task.chunk)]
+        return ProjectChange(project, None, summary=f"release {task.stage.value} {task.chunk}")
 
     @staticmethod
     def _fail(project: Project, task: StageTask, error: ProviderError) -> ProjectChange[None]:
@@ -356,7 +385,7 @@ class PipelineRunner:
             return unchanged(project, None)
         project.status = ProjectStatus.FAILED
         project.error = StageError(stage=task.stage, scene=error.scene, cause=str(error))
-        project.lease = None
+        project.leases = {}  # the other chunks' deliveries find the project failed and stop
         return ProjectChange(project, None, summary=f"fail {task.stage.value}")
 
     def _finish(self, project: Project, task: StageTask) -> ProjectChange[Project | None]:
@@ -364,6 +393,12 @@ class PipelineRunner:
         if project.is_deleted or project.run != task.run or stage in project.stages_done:
             # Stopped while the stage ran (its work stays unrecorded), or recorded already.
             return unchanged(project, None)
+        done = sorted({*project.chunks_done(stage), task.chunk})
+        project.chunks = StageChunks(run=project.run, stage=stage, done=done)
+        project.leases.pop(str(task.chunk), None)
+        if project.status is ProjectStatus.FAILED or len(done) < project.chunk_count(stage):
+            # Another chunk failed, or is still to end: the last to end ends the stage.
+            return ProjectChange(project, None, summary=f"finish {stage.value} {task.chunk}")
         project.stages_done.append(stage)
         checkpoint = Checkpoint(
             id=checkpoint_id(project, stage), stage=stage, branch=project.branch,
@@ -373,7 +408,7 @@ class PipelineRunner:
             final_video_basis=project.final_video_basis,
         )  # fmt: skip
         project.current_checkpoint_id = checkpoint.id
-        project.lease, project.requeues = None, 0
+        project.leases, project.chunks, project.requeues = {}, None, 0
         ledger_from(project, stage, self.index.spend(project.id, stage))
         following = stage.next
         if following is None:
@@ -397,27 +432,30 @@ class PipelineRunner:
         ):
             self.enqueue(project, following)
 
-    def _save_scenes(self, project: Project, changes: list[tuple[Scene, Scene]]) -> None:
+    def _save_scenes(
+        self, project: Project, task: StageTask, changes: list[tuple[Scene, Scene]]
+    ) -> None:
         """Scene writes are not guarded: a delivery of a stopped or continued run must not
         overwrite the scenes its successor prepared, so it checks its run before each write."""
         if not changes:
             return
-        self._check_run(project)
+        self._check_run(project, task)
         self._projects.save_scenes(project.id, changes)
 
-    def _check_run(self, project: Project) -> None:
+    def _check_run(self, project: Project, task: StageTask) -> None:
         current = self._projects.get(project.id)
         if current is None or current.is_deleted or current.run != project.run:
             raise StaleRun(project.id)
-        lease, lease_s = current.lease, self._settings.tasks.stage_lease_s
+        lease, lease_s = current.leases.get(str(task.chunk)), self._settings.tasks.stage_lease_s
         if lease is not None and lease.until - utcnow() < timedelta(seconds=lease_s / 2):
-            # A long stage renews its lease (rarely: the project document is a hot one), so
-            # a redelivery does not take over a stage that is still being worked on.
-            self._projects.change(project.id, lambda p: self._renew(p, lease.token, lease_s))
+            # A long chunk renews its lease (rarely: the project document is a hot one), so
+            # a redelivery does not take over a chunk that is still being worked on.
+            token = lease.token
+            self._projects.change(project.id, lambda p: self._renew(p, task, token, lease_s))
 
     @staticmethod
-    def _renew(project: Project, token: str, lease_s: int) -> ProjectChange[None]:
-        lease = project.lease
+    def _renew(project: Project, task: StageTask, token: str, lease_s: int) -> ProjectChange[None]:
+        lease = project.leases.get(str(task.chunk))
         if lease is None or lease.token != token:
             return unchanged(project, None)
         if lease.until - utcnow() >= timedelta(seconds=lease_s / 2):
@@ -489,7 +527,7 @@ class PipelineRunner:
                     remapped_tags=placed.remapped, reference_asset_ids=placed.reference_asset_ids,
                 )
             )  # fmt: skip
-        self._check_run(project)  # a delivery of an older run must not replace the new scenes
+        self._check_run(project, task)  # a delivery of an older run must not replace new scenes
         self._projects.put_scenes(project.id, scenes)
         return True
 
@@ -571,9 +609,7 @@ class PipelineRunner:
 
     def _keyframes(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
         by_id = self.snapshot_assets(project)
-        todo = [
-            s for s in self._projects.scenes(project.id) if s.keyframe_state is not MediaState.DONE
-        ]
+        todo = [s for s in self._chunk(project, task) if s.keyframe_state is not MediaState.DONE]
         specs = {s.index: keyframe_specs(project, s, by_id) for s in todo}
         known = self.index.find(project.owner_id, [k.digest for ks in specs.values() for k in ks])
         made_in = checkpoint_id(project, Stage.KEYFRAMES)
@@ -582,7 +618,7 @@ class PipelineRunner:
         rest = [s for s in todo if s not in whole]
 
         async def stage() -> None:
-            calls = ProviderCalls(self._concurrency(providers.image))
+            calls = ProviderCalls(self._concurrency(providers.image, project, task))
 
             async def keyframed(scene: Scene) -> tuple[Scene, Scene]:
                 frames = await asyncio.gather(*(
@@ -594,11 +630,11 @@ class PipelineRunner:
 
             async def one(scene: Scene) -> None:
                 # Saved as soon as it is made: a crash loses only the calls in flight.
-                await asyncio.to_thread(self._save_scenes, project, [await keyframed(scene)])
+                await asyncio.to_thread(self._save_scenes, project, task, [await keyframed(scene)])
 
             try:
                 saved = [await keyframed(s) for s in whole]  # all in the index: no calls
-                await asyncio.to_thread(self._save_scenes, project, saved)
+                await asyncio.to_thread(self._save_scenes, project, task, saved)
                 await all_of(one(scene) for scene in rest)
             finally:
                 await close_provider(providers.image)
@@ -606,35 +642,44 @@ class PipelineRunner:
         asyncio.run(stage())
         return True
 
-    def _concurrency(self, provider: object) -> int:
-        """The project's bound on calls in flight, and the provider's own, if it has one (the
-        local models are bound by the cores, not by a remote service)."""
+    def _chunk(self, project: Project, task: StageTask) -> list[Scene]:
+        """The task's scenes: the chunk at its position, the last one taking any remainder."""
+        scenes, size = self._projects.scenes(project.id), project.chunk_scenes
+        last = task.chunk == project.chunk_count(task.stage) - 1
+        return scenes[task.chunk * size :] if last else scenes[task.chunk * size :][:size]
+
+    def _concurrency(self, provider: object, project: Project, task: StageTask) -> int:
+        """The chunk's share of the project's bound on calls in flight (the shares add up to
+        the bound), and the provider's own, if it has one (the local models are bound by the
+        cores, not by a remote service)."""
+        chunks, bound = project.chunk_count(task.stage), self._settings.pipeline.concurrency
+        share = max(1, bound // chunks + (1 if task.chunk < bound % chunks else 0))
         own = getattr(provider, "max_concurrency", None)
-        bound = self._settings.pipeline.concurrency
-        return min(bound, own) if own else bound
+        return min(share, own) if own else share
 
     # ----- clips -----------------------------------------------------------------------------
 
     def _clips(self, project: Project, providers: ProviderSet, task: StageTask) -> bool:
-        todo = [s for s in self._projects.scenes(project.id) if s.clip_state is not MediaState.DONE]
+        todo = [s for s in self._chunk(project, task) if s.clip_state is not MediaState.DONE]
         keys = {s.index: self._clip_key(project, s) for s in todo}
         known = self.index.find(project.owner_id, keys.values())
         reused = [(s, clip_reused(s, known[keys[s.index]])) for s in todo if keys[s.index] in known]
-        self._save_scenes(project, reused)  # together: one check, one batch
+        self._save_scenes(project, task, reused)  # together: one check, one batch
         rest = [s for s in todo if keys[s.index] not in known]
-        waiting = asyncio.run(self._advance_clips(project, providers, rest, keys, known))
-        if waiting:  # one delayed task polls every operation of the stage
-            self.enqueue(project, Stage.CLIPS, poll=task.poll + 1, delay_s=POLL_DELAY_S)
+        waiting = asyncio.run(self._advance_clips(project, providers, task, rest, keys, known))
+        if waiting:  # one delayed task polls every operation of the chunk
+            self.enqueue(project, Stage.CLIPS, poll=task.poll + 1, delay_s=POLL_DELAY_S,
+                         chunks=[task.chunk])  # fmt: skip
         return not waiting
 
     async def _advance_clips(
-        self, project: Project, providers: ProviderSet, scenes: list[Scene],
+        self, project: Project, providers: ProviderSet, task: StageTask, scenes: list[Scene],
         keys: dict[int, str], known: dict[str, IndexEntry],
     ) -> bool:  # fmt: skip
         """Starts or polls the clip operation of each scene, all at once (up to the bound);
         answers whether any is still running. Scenes with the same inputs share one operation
         and one poll."""
-        calls = ProviderCalls(self._concurrency(providers.video))
+        calls = ProviderCalls(self._concurrency(providers.video, project, task))
         running: list[int] = []
 
         async def advance(scene: Scene) -> tuple[ClipOperation, IndexEntry | None]:
@@ -680,7 +725,7 @@ class PipelineRunner:
             else:
                 after.clip_state, after.clip_operation = MediaState.RUNNING, operation.name
                 running.append(scene.index)
-            await asyncio.to_thread(self._save_scenes, project, [(scene, after)])
+            await asyncio.to_thread(self._save_scenes, project, task, [(scene, after)])
             if operation.error:
                 raise ProviderError(operation.error, scene=scene.index)
 

@@ -472,7 +472,8 @@ def age(project_id: str) -> None:
     """Time passes: the project's last write (and any lease) an hour old."""
     past = utcnow() - timedelta(hours=1)
     ref = firestore_client().collection("projects").document(project_id)
-    ref.update({"updated_at": past, **({"lease.until": past} if ref.get().get("lease") else {})})
+    leases = ref.get().get("leases") or {}
+    ref.update({"updated_at": past, **{f"leases.`{chunk}`.until": past for chunk in leases}})
 
 
 def killed_in_keyframes(api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -630,3 +631,92 @@ def test_the_real_genai_providers_run_a_stages_calls_at_once_and_poll_clips_toge
         assert outcomes == [StageOutcome.DONE, StageOutcome.DONE, StageOutcome.WAITING,
                             StageOutcome.WAITING, StageOutcome.DONE, StageOutcome.DONE]  # fmt: skip
         assert len(standin.requests_to("fetchPredictOperation")) == 8
+
+
+class Recording:
+    """An image model with a remote model's latency that keeps each call's prompt and the
+    most calls in flight at once, across every chunk's event loop."""
+
+    name = "local-keyframe-1"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.prompts, self.in_flight, self.most = inner, [], 0, 0
+
+    async def keyframe(self, request: KeyframeRequest) -> GeneratedImage:
+        self.prompts.append(request.prompt)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.2)
+            return await self.inner.keyframe(request)  # type: ignore[no-any-return]
+        finally:
+            self.in_flight -= 1
+
+
+def chunked(tasks: Tasks, stage: str) -> list[StageTask]:
+    """The stage's chunk tasks queued, once each (as Cloud Tasks' names dedupe)."""
+    found = {(t.stage.value, t.chunk, t.poll): t for t in tasks.queued}
+    tasks.queued = [t for t in tasks.queued if t.stage.value != stage]
+    return sorted((t for (s, _, _), t in found.items() if s == stage), key=lambda t: t.chunk)
+
+
+def test_a_long_stage_runs_in_chunks_at_once_and_ends_once_under_repeated_deliveries(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services().settings.pipeline, "chunk_scenes", 2)
+    monkeypatch.setattr(services().settings.pipeline, "concurrency", 5)
+    holder = wrap(monkeypatch, "image", Recording)
+    created = generate(api, total_seconds=10)  # 5 scenes: chunks of 2, 2 and 1
+    tasks.deliver_all(limit=1)  # the storyboard
+    keyframes = chunked(tasks, "keyframes")
+    assert [t.chunk for t in keyframes] == [0, 1, 2]
+
+    # Spread over instances, and each delivered twice at the same time.
+    deliveries = keyframes * 2
+    with ThreadPoolExecutor(len(deliveries)) as pool:
+        outcomes = list(pool.map(services().pipeline.run, deliveries))
+    assert StageOutcome.FAILED not in outcomes
+    for task, outcome in zip(deliveries, outcomes, strict=True):
+        if outcome is StageOutcome.NOT_READY:  # its twin held the chunk: Cloud Tasks retries
+            assert services().pipeline.run(task) is StageOutcome.DONE
+
+    image = holder["image"]
+    scenes = project(api, created["id"])["scenes"]
+    assert [s["keyframe_state"] for s in scenes] == ["done"] * 5
+    frames = [p for s in scenes for p in (s["keyframe_prompt"], s["end_keyframe_prompt"])]
+    assert sorted(image.prompts) == sorted(frames)  # every frame made once
+    assert image.most <= 5  # the chunks' shares of the bound add up to it
+    checkpoints = api.ok("GET", f"/projects/{created['id']}/checkpoints")["items"]
+    assert [c["stage"] for c in checkpoints] == ["storyboard", "keyframes"]
+    keyframed = api.ok("GET", f"/projects/{created['id']}/checkpoints/{checkpoints[1]['id']}")
+    assert [s["keyframe_state"] for s in keyframed["scenes"]] == ["done"] * 5
+    assert [t.chunk for t in chunked(tasks, "clips")] == [0, 1, 2]
+
+
+def test_a_chunk_whose_worker_died_is_the_only_one_the_sweeper_queues_again(
+    api: Api, tasks: Tasks, monkeypatch: pytest.MonkeyPatch, sweep: Callable[[], Any]
+) -> None:
+    monkeypatch.setattr(services().settings.pipeline, "chunk_scenes", 2)
+    killing = wrap(monkeypatch, "image", KilledAtScene)
+    created = generate(api, total_seconds=10)
+    tasks.deliver_all(limit=1)
+    scenes = project(api, created["id"])["scenes"]
+    first, middle, last = chunked(tasks, "keyframes")
+    killing["image"].prompt = scenes[2]["keyframe_prompt"]  # in the middle chunk
+    with pytest.raises(SystemExit):
+        services().pipeline.run(middle)
+    assert services().pipeline.run(first) is StageOutcome.DONE
+    assert services().pipeline.run(last) is StageOutcome.DONE
+    assert project(api, created["id"])["project"]["status"] == "keyframing"
+    tasks.queued.clear()
+    age(created["id"])
+
+    assert sweep()["stages_requeued"] == 1
+    assert [(t.stage.value, t.chunk) for t in tasks.queued] == [("keyframes", 1)]
+    tasks.deliver_all()
+    assert project(api, created["id"])["project"]["status"] == "complete"
+    calls = killing["image"].calls
+    assert calls.count(scenes[0]["keyframe_prompt"]) == 1
+    assert calls.count(scenes[2]["keyframe_prompt"]) == 2
+    stages = [c["stage"] for c in api.ok("GET", f"/projects/{created['id']}/checkpoints")["items"]]
+    assert stages == ["storyboard", "keyframes", "clips", "stitch"]
