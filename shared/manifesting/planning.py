@@ -68,17 +68,15 @@ MIN_SCENE_PX = 256
 """A thumbnail-sized picture is no usable scene reference."""
 
 
-def _is_scene(
-    source: Asset, width: int, height: int, detected: bool, free: float, settings: ModelSettings
-) -> bool:
+def _is_scene(source: Asset, width: int, height: int, free: float, settings: ModelSettings) -> bool:
     """Whether the source also makes a whole-scene ENVIRONMENT asset (E3): mostly free of
-    detections, big enough, not already an environment, and not a character photo in which
-    nothing was recognised (a close-up the detector missed is no scene)."""
+    detections, big enough, and an object-like photo (a thing on its own in a place). Never a
+    character photo: a portrait in which the detector found only small things (a tie, a
+    cup) or nothing (a close-up it missed) is a person, not a place."""
     return (
-        source.asset_type is not AssetType.ENVIRONMENT
+        source.asset_type not in (AssetType.ENVIRONMENT, AssetType.CHARACTER)
         and free >= settings.min_free_fraction_for_environment
         and min(width, height) >= MIN_SCENE_PX
-        and (detected or source.asset_type is not AssetType.CHARACTER)
     )
 
 
@@ -113,7 +111,7 @@ def derived_assets(
     # Every confident detection counts here, whole-frame ones too: a portrait is no scene.
     confident = [d.box for d in detections if d.confidence >= settings.min_detection_confidence]
     free = free_fraction(confident, width, height)
-    if _is_scene(source, width, height, bool(confident), free, settings):
+    if _is_scene(source, width, height, free, settings):
         derived.append(
             Detected(
                 id=f"{source.id}-scene",

@@ -75,6 +75,16 @@ def test_a_portrait_or_a_crowded_photo_is_no_scene() -> None:
     assert all(not d.is_environment for d in crowded)
 
 
+def test_a_character_photo_never_becomes_a_scene_whatever_small_things_it_shows() -> None:
+    image = Image.new("RGB", (800, 600))
+    with_a_tie = derived_assets(
+        asset("p", AssetType.CHARACTER), image, [detection("tie", 0.9, 380, 300, 40, 120)],
+        SETTINGS,
+    )  # fmt: skip
+    assert [d.class_name for d in with_a_tie] == ["tie"]
+    assert not any(d.is_environment for d in with_a_tie)
+
+
 def test_detection_covers_uploads_not_done_yet_in_a_stable_order_except_styles() -> None:
     assets = [
         asset("b", sort_order=2), asset("a", sort_order=1),
