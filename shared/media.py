@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -18,6 +19,13 @@ def media_object_names(sha256: str, extension: str) -> tuple[str, str]:
     return f"images/{sha256}/image.{extension}", f"images/{sha256}/thumbnail.webp"
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    info: ImageInfo
+    data: bytes
+    """The JPEG as stored, for a caller that uses the image again without reading it back."""
+
+
 def store_derived_image(
     blobs: BlobStore,
     settings: StorageSettings,
@@ -25,8 +33,9 @@ def store_derived_image(
     *,
     source_object: str,
     source_ref: str,
-) -> ImageInfo:
-    """Stores an image the backend made (a crop, a contact sheet) with its thumbnail."""
+) -> StoredImage:
+    """Stores an image the backend made (a crop, a contact sheet) with its thumbnail. Safe to
+    call from several threads at once (the Cloud Storage client is)."""
     data = encode_jpeg(image)
     sha256 = hashlib.sha256(data).hexdigest()
     image_name, thumb_name = media_object_names(sha256, "jpg")
@@ -37,7 +46,7 @@ def store_derived_image(
         thumbnail_webp(image, settings.thumbnail_px),
         "image/webp",
     )
-    return ImageInfo(
+    info = ImageInfo(
         object_name=image_name,
         thumbnail_object_name=thumb_name,
         content_type="image/jpeg",
@@ -48,3 +57,4 @@ def store_derived_image(
         source_object=source_object,
         source_generation=source_ref,
     )
+    return StoredImage(info, data)

@@ -9,6 +9,16 @@ Cloud Tasks delivers a job at least once and a worker may die at any point, so:
 - tags of new crops are issued in a stable order (sources by sort order, detections by
   confidence), inside the same guarded write that creates them.
 One image that cannot be read fails that asset with a reason; the rest of the manifest goes on.
+
+The job's own I/O stays off the models' way:
+- each image is read from Storage once, and decoded once while the job's images fit in
+  memory (shared/manifesting/image_cache.py); the crops the job makes are never read back;
+- derived images are encoded and stored by a few threads while the models go on; an asset
+  is recorded only once its image is stored;
+- results wait in memory and go to the manifest in few guarded writes (when they fill a
+  batch, when FLUSH_INTERVAL_S has passed, and at every step's end), so the manifest
+  document, which takes about one write per second, is written a handful of times per job,
+  not once per batch of images. Counters and progress are on the job document.
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
@@ -26,12 +37,7 @@ from PIL import Image
 from shared.manifesting.contact_sheet import SheetEntry, make_contact_sheet
 from shared.manifesting.grouping import assign_face_groups
 from shared.manifesting.image_cache import ImageCache
-from shared.manifesting.planning import (
-    Detected,
-    derived_assets,
-    detection_targets,
-    scope_of,
-)
+from shared.manifesting.planning import Detected, derived_assets, detection_targets, scope_of
 from shared.manifesting.ports import (
     Describer,
     DescribeRequest,
@@ -41,7 +47,7 @@ from shared.manifesting.ports import (
     FaceAnalyzer,
     ObjectDetector,
 )
-from shared.media import store_derived_image
+from shared.media import StoredImage, store_derived_image
 from shared.models.assets import Asset, AssetSource, FaceEmbedding, ImageInfo
 from shared.models.common import utcnow
 from shared.models.jobs import AmbiguousFaces, AssetFailure, Job, JobStatus, JobStep
@@ -61,14 +67,23 @@ STEPS = [JobStep.CONTACT_SHEET, JobStep.DETECTION, JobStep.FACES, JobStep.GROUPI
          JobStep.DESCRIBE, JobStep.FINALIZE]  # fmt: skip
 BATCH = 8
 """Images per model call: enough to batch, small enough to report progress often."""
-WRITE_CHUNK = 50
-"""Assets per guarded manifest write: few writes on the manifest document (about one per
-second is its sustained limit), each well under the 500-writes batch limit."""
+DESCRIBE_BATCH = 50
+"""Images described at once; the describer bounds its own calls in flight."""
+FLUSH_INTERVAL_S = 5.0
+"""Results wait in memory at most about this long before their guarded write (sooner when
+they fill a batch, and always at a step's end): the manifest document takes a write every few
+seconds at most, whatever the photo count, and a crash loses at most these seconds of work."""
+STORAGE_THREADS = 4
+"""Storage calls in flight per direction (reads, writes). Enough to hide Cloud Storage's tens
+of milliseconds per call behind the models; few, because each write first encodes a JPEG and
+a WebP on the same cores as the models, and because the local Storage emulator serves one
+request at a time with a listen backlog of 5."""
 MAX_ATTEMPTS = 5
 MAX_REVIEW_PAIRS = 100
 MAX_LISTED_FAILURES = 100
 """Kept on the job document, which must stay far below Firestore's 1 MiB."""
-PROGRESS_INTERVAL_S = 0.5
+PROGRESS_INTERVAL_S = 1.0
+"""The job document takes about one write per second sustained, like any other."""
 
 
 class RunOutcome(StrEnum):
@@ -130,16 +145,67 @@ class ManifestingEngine:
                 return RunOutcome.UNKNOWN
             return RunOutcome.DONE if current.status.is_final else RunOutcome.BUSY
         run = _Run(self, job)
-        if job.attempts > MAX_ATTEMPTS:
-            run.fail(f"gave up after {MAX_ATTEMPTS} attempts at step {job.step.value}")
-            return RunOutcome.DONE
         try:
+            if job.attempts > MAX_ATTEMPTS:
+                run.fail(f"gave up after {MAX_ATTEMPTS} attempts at step {job.step.value}")
+                return RunOutcome.DONE
             run.execute()
         except Exception:
             # Leave the job running with its lease expiring: the task is retried and resumes.
             log.exception("job %s failed at step %s; it will be retried", job_id, run.job.step)
             raise
+        finally:
+            run.close()
         return RunOutcome.DONE
+
+
+@dataclass
+class _Extraction:
+    """What detection derived from one source, waiting for its guarded write: the new assets
+    without their tags (issued in that write), each with its image or the store under way."""
+
+    source: Asset
+    derived: list[tuple[Asset, ImageInfo | Future[StoredImage]]]
+    scenes: set[str]
+
+    @property
+    def writes(self) -> int:
+        return 1 + len(self.derived)
+
+    @property
+    def stored(self) -> bool:
+        return all(isinstance(image, ImageInfo) or image.done() for _, image in self.derived)
+
+
+@dataclass
+class _PendingWrites:
+    """Results not yet written: extractions in the order their tags are issued, and edits of
+    assets, applied in order to a fresh read inside the guarded write."""
+
+    extractions: list[_Extraction] = field(default_factory=list)
+    edits: dict[str, list[Callable[[Asset], None]]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(e.writes for e in self.extractions) + len(self.edits)
+
+    def edit(self, asset_id: str, edit: Callable[[Asset], None]) -> None:
+        self.edits.setdefault(asset_id, []).append(edit)
+
+    def take(self, limit: int, *, stored_only: bool = False) -> _PendingWrites:
+        """The first writes that fit in one batch of `limit`, removed from here; with
+        `stored_only`, the extractions stop at the first whose images are still being stored
+        (the rest keep their order: tags are issued in it)."""
+        taken = _PendingWrites()
+        room = limit
+        while self.extractions and (self.extractions[0].writes <= room or not taken.extractions):
+            if stored_only and not self.extractions[0].stored:
+                break
+            extraction = self.extractions.pop(0)
+            taken.extractions.append(extraction)
+            room -= extraction.writes
+        for asset_id in list(self.edits)[: max(room, 0)]:
+            taken.edits[asset_id] = self.edits.pop(asset_id)
+        return taken
 
 
 class _Run:
@@ -150,7 +216,18 @@ class _Run:
         self.job = job
         self._saved = job.model_copy(deep=True)
         self._last_save = 0.0
+        self._last_write = time.monotonic()
         self.images = ImageCache(engine._blobs, engine._storage.media_bucket)
+        # Two pools, so that the reads a model waits for never queue behind crops being stored.
+        self._reads = ThreadPoolExecutor(STORAGE_THREADS, thread_name_prefix="job-read")
+        self._writes = ThreadPoolExecutor(STORAGE_THREADS, thread_name_prefix="job-write")
+        self.pending = _PendingWrites()
+
+    def close(self) -> None:
+        """Waits for the stores under way (an interrupted job leaves no store running behind
+        it) and forgets those not started."""
+        for pool in (self._reads, self._writes):
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # ----- progress --------------------------------------------------------------------------
 
@@ -195,6 +272,7 @@ class _Run:
             self.job.step = step
             self.save(force=True)
             steps[step]()
+            self.write_pending()  # a step is done only once all its results are written
             self.job.steps_done.append(step)
         self.job.step = JobStep.DONE
         self.job.status = JobStatus.SUCCEEDED
@@ -209,50 +287,94 @@ class _Run:
     def in_scope(self) -> list[Asset]:
         return scope_of(self.assets(), self.job.asset_ids)
 
-    def load(self, asset: Asset, step: JobStep) -> Image.Image | None:
-        try:
-            return self.images.get(asset)
-        except Exception as error:  # a corrupt or missing object fails this asset only
-            self.failed(asset, step, f"its image cannot be read: {error}")
-            self.update_assets({asset.id: _mark_error(f"image unreadable: {error}")}, "unreadable")
-            return None
-
     def readable_batches(
         self, targets: Sequence[Asset], size: int, step: JobStep
     ) -> Iterator[list[tuple[Asset, Image.Image]]]:
         """Batches of assets with their decoded images; unreadable ones are failed and left
         out, and a batch with nothing readable is skipped."""
         for batch in chunks(targets, size):
-            loaded = [(asset, self.load(asset, step)) for asset in batch]
-            readable = [(asset, image) for asset, image in loaded if image is not None]
+            readable = []
+            loaded = self.images.get_all(list(batch), self._reads)
+            for asset, image in zip(batch, loaded, strict=True):
+                if isinstance(image, Exception):
+                    self.unreadable(asset, step, image)
+                else:
+                    readable.append((asset, image))
             if readable:
                 yield readable
 
-    def update_assets(
-        self,
-        edits: dict[str, Callable[[Asset], None]],
-        summary: str,
-        *,
-        content_changed: bool = True,
-    ) -> None:
-        """Applies edits to assets (re-read inside the guarded write), in chunks."""
-        ids = list(edits)
-        for chunk in chunks(ids, WRITE_CHUNK):
+    def unreadable(self, asset: Asset, step: JobStep, error: Exception) -> None:
+        self.failed(asset, step, f"its image cannot be read: {error}")
+        self.pending.edit(asset.id, _mark_error(f"image unreadable: {error}"))
 
-            def plan(manifest: Manifest, chunk: Sequence[str] = chunk) -> ManifestChange[None]:
-                current = self.e._manifests.get_assets(manifest.id, list(chunk))
-                pairs = []
-                for asset_id in chunk:
-                    if asset_id in current:  # deleted meanwhile: nothing to do
-                        after = current[asset_id].model_copy(deep=True)
-                        edits[asset_id](after)
-                        pairs.append((current[asset_id], after))
-                return ManifestChange(
-                    manifest, None, content_changed=content_changed, updated_assets=pairs,
-                    summary=summary,
-                )  # fmt: skip
+    def store(self, image: Image.Image, *, source_object: str, source_ref: str) -> StoredImage:
+        stored = store_derived_image(
+            self.e._blobs, self.e._storage, image, source_object=source_object,
+            source_ref=source_ref,
+        )  # fmt: skip
+        self.images.add_stored(stored.info.object_name, stored.data)
+        return stored
 
-            self.e._manifests.change(self.job.manifest_id, plan)
+    def write_when_due(self) -> None:
+        """A batch full enough is written at once; results held long enough are written
+        without waiting for the images still being stored (they go in a later write)."""
+        full = len(self.pending) >= MAX_ASSET_WRITES
+        if full or (self.pending and time.monotonic() - self._last_write >= FLUSH_INTERVAL_S):
+            ready = self.pending.take(MAX_ASSET_WRITES, stored_only=not full)
+            if ready:
+                self._write(ready)
+                self._last_write = time.monotonic()
+
+    def write_pending(self) -> None:
+        while self.pending:
+            self._write(self.pending.take(MAX_ASSET_WRITES))
+        self._last_write = time.monotonic()
+
+    def _write(self, batch: _PendingWrites) -> None:
+        """One guarded write: the extracted assets (their images stored first: an asset never
+        names an object that is not there) and the edits, re-applied to fresh reads."""
+        images = {a.id: _stored(image) for x in batch.extractions for a, image in x.derived}
+        detector_name = self.e._models.detector.name
+        sources = [x.source.id for x in batch.extractions]
+        wanted = [*images, *sources, *(i for i in batch.edits if i not in sources)]
+
+        def plan(manifest: Manifest) -> ManifestChange[list[Asset]]:
+            current = self.e._manifests.get_assets(manifest.id, wanted)
+            created: list[Asset] = []
+            after: dict[str, Asset] = {}
+            for extraction in batch.extractions:  # in order: tags are issued in it
+                source = extraction.source
+                if source.id not in current:  # deleted meanwhile
+                    continue
+                for derived, _ in extraction.derived:
+                    if derived.id in current:  # made by an earlier attempt
+                        continue
+                    count_asset(manifest, derived.asset_type, +1)
+                    created.append(derived.model_copy(update={
+                        "manifest_tag": issue_tag(manifest, derived.asset_type),
+                        "image": images[derived.id],
+                    }))  # fmt: skip
+                marked = after.setdefault(source.id, current[source.id].model_copy(deep=True))
+                marked.detected_by = detector_name
+                marked.processing_error = None
+            for asset_id, edits in batch.edits.items():
+                if asset_id in current:  # a deleted asset needs nothing
+                    edited = after.setdefault(asset_id, current[asset_id].model_copy(deep=True))
+                    for edit in edits:
+                        edit(edited)
+            return ManifestChange(
+                manifest, created, created_assets=created,
+                updated_assets=[(current[i], a) for i, a in after.items()],
+                summary=f"{self.job.step.value}: {len(created)} asset(s) extracted, "
+                f"{len(after)} updated",
+            )  # fmt: skip
+
+        created = self.e._manifests.change(self.job.manifest_id, plan)
+        self.job.counters.images_detected += len(batch.extractions)
+        scenes = set().union(*(x.scenes for x in batch.extractions))
+        made_scenes = sum(1 for a in created if a.id in scenes)
+        self.job.counters.environments_created += made_scenes
+        self.job.counters.crops_created += len(created) - made_scenes
 
     def _set_manifest_status(self, status: ManifestStatus, reason: str | None) -> None:
         self.e._manifests.end_job(
@@ -264,17 +386,17 @@ class _Run:
     def contact_sheet(self) -> None:
         uploads = [a for a in self.assets() if a.source is AssetSource.UPLOADED and a.image]
         self.job.counters.images_total = len(uploads)
+        # Read in batches of several per thread: the first step reads every upload of the job.
         entries = []
-        for asset in uploads:
-            image = self.load(asset, JobStep.CONTACT_SHEET)
-            if image is not None:
-                entries.append(SheetEntry(image, f"{asset.manifest_tag} {asset.name}"))
+        for readable in self.readable_batches(uploads, 4 * STORAGE_THREADS, JobStep.CONTACT_SHEET):
+            entries += [SheetEntry(image, f"{a.manifest_tag} {a.name}") for a, image in readable]
         if not entries:
             return
         info = store_derived_image(
             self.e._blobs, self.e._storage, make_contact_sheet(entries),
             source_object=f"manifests/{self.job.manifest_id}", source_ref="contact-sheet",
-        )  # fmt: skip
+        ).info  # fmt: skip
+        self.write_pending()  # the unreadable ones, before the manifest names the sheet
 
         def plan(manifest: Manifest) -> ManifestChange[None]:
             manifest.contact_sheet_object = info.object_name
@@ -290,69 +412,28 @@ class _Run:
         targets = detection_targets(self.in_scope(), detector.name)
         for readable in self.readable_batches(targets, BATCH, JobStep.DETECTION):
             results = detector.detect([image for _, image in readable])
-            self._record_detections(
-                [(source, derived_assets(source, image, found, self.e._settings))
-                 for (source, image), found in zip(readable, results, strict=True)]
-            )  # fmt: skip
+            for (source, image), found in zip(readable, results, strict=True):
+                planned = derived_assets(source, image, found, self.e._settings)
+                self.pending.extractions.append(self._extraction(source, planned))
+            self.write_when_due()
             self.save()
 
-    def _record_detections(self, batch: list[tuple[Asset, list[Detected]]]) -> None:
-        """Creates the assets of a batch of sources in as few guarded writes as the batch limit
-        allows: the manifest document takes about one write a second."""
-        group: list[tuple[Asset, list[Detected]]] = []
-        for source, planned in batch:
-            if group and sum(len(p) + 1 for _, p in group) + len(planned) + 1 > MAX_ASSET_WRITES:
-                self._record_group(group)
-                group = []
-            group.append((source, planned))
-        if group:
-            self._record_group(group)
-
-    def _record_group(self, batch: list[tuple[Asset, list[Detected]]]) -> None:
-        stored: dict[str, ImageInfo] = {}
-        for source, planned in batch:
-            for d in planned:
-                if d.is_environment and source.image is not None:
-                    # The whole-scene asset shows the source image itself: it shares its objects.
-                    stored[d.id] = source.image
-                else:
-                    stored[d.id] = store_derived_image(
-                        self.e._blobs, self.e._storage, d.image,
-                        source_object=source.image.object_name if source.image else "",
-                        source_ref=d.source_ref,
-                    )  # fmt: skip
-        detector_name = self.e._models.detector.name
-        wanted = [d.id for _, planned in batch for d in planned]
-
-        def plan(manifest: Manifest) -> ManifestChange[list[Asset]]:
-            existing = self.e._manifests.get_assets(manifest.id, wanted)
-            sources = self.e._manifests.get_assets(manifest.id, [s.id for s, _ in batch])
-            created: list[Asset] = []
-            updated = []
-            for source, planned in batch:  # in order: tags are issued in it
-                current = sources.get(source.id)
-                if current is None:  # the source was deleted meanwhile
-                    continue
-                created += [
-                    _derived_asset(manifest, source, d, stored[d.id], detector_name)
-                    for d in planned
-                    if d.id not in existing
-                ]
-                after = current.model_copy(deep=True)
-                after.detected_by = detector_name
-                after.processing_error = None
-                updated.append((current, after))
-            return ManifestChange(
-                manifest, created, created_assets=created, updated_assets=updated,
-                summary=f"{len(created)} asset(s) extracted from {len(updated)} image(s)",
-            )  # fmt: skip
-
-        created = self.e._manifests.change(self.job.manifest_id, plan)
-        self.job.counters.images_detected += len(batch)
-        scenes = {d.id for _, planned in batch for d in planned if d.is_environment}
-        made_scenes = sum(1 for a in created if a.id in scenes)
-        self.job.counters.environments_created += made_scenes
-        self.job.counters.crops_created += len(created) - made_scenes
+    def _extraction(self, source: Asset, planned: list[Detected]) -> _Extraction:
+        """The assets derived from one source, their crops handed to the store threads: the
+        models go on meanwhile, and the crops' pixels are not kept once stored."""
+        derived: list[tuple[Asset, ImageInfo | Future[StoredImage]]] = []
+        detector = self.e._models.detector.name
+        for d in planned:
+            asset = _derived_asset(source, d, detector)
+            if d.is_environment and source.image is not None:
+                # The whole-scene asset shows the source image itself: it shares its objects.
+                derived.append((asset, source.image))
+            else:
+                derived.append((asset, self._writes.submit(
+                    self.store, d.image, source_ref=d.source_ref,
+                    source_object=source.image.object_name if source.image else "",
+                )))  # fmt: skip
+        return _Extraction(source, derived, {d.id for d in planned if d.is_environment})
 
     # ----- E4: faces ---------------------------------------------------------------------------
 
@@ -365,15 +446,14 @@ class _Run:
         ]  # fmt: skip
         for readable in self.readable_batches(targets, BATCH, JobStep.FACES):
             found = analyzer.analyze([image for _, image in readable])
-            edits: dict[str, Callable[[Asset], None]] = {}
             for (asset, _), faces in zip(readable, found, strict=True):
                 best = max(
                     faces, key=lambda f: f.confidence * f.box.width * f.box.height, default=None
                 )
                 if best is not None:
                     self.job.counters.faces_found += 1
-                edits[asset.id] = _set_face(best, analyzer.name)
-            self.update_assets(edits, "faces")
+                self.pending.edit(asset.id, _set_face(best, analyzer.name))
+            self.write_when_due()
             self.save()
 
     # ----- E4/E7: grouping ---------------------------------------------------------------------
@@ -394,34 +474,31 @@ class _Run:
             for a, b, similarity in result.ambiguous_pairs[:MAX_REVIEW_PAIRS]
         ]
         by_id = {a.id: a for a in assets}
-        edits: dict[str, Callable[[Asset], None]] = {
-            asset_id: _set_group(group_id, asset_id in result.primaries)
-            for asset_id, group_id in result.groups.items()
-            if (by_id[asset_id].face_group_id, by_id[asset_id].is_face_group_primary)
-            != (group_id, asset_id in result.primaries)
-        }
-        if edits:
-            self.update_assets(edits, "face groups")
+        for asset_id, group_id in result.groups.items():
+            primary = asset_id in result.primaries
+            asset = by_id[asset_id]
+            if (asset.face_group_id, asset.is_face_group_primary) != (group_id, primary):
+                self.pending.edit(asset_id, _set_group(group_id, primary))
 
     # ----- E5: reverse prompts -----------------------------------------------------------------
 
     def describe(self) -> None:
         describer = self.e._models.describer
         targets = [a for a in self.in_scope() if a.image and a.described_by is None]
-        for readable in self.readable_batches(targets, WRITE_CHUNK, JobStep.DESCRIBE):
+        for readable in self.readable_batches(targets, DESCRIBE_BATCH, JobStep.DESCRIBE):
             results = asyncio.run(_describe_all(describer, readable))
-            edits: dict[str, Callable[[Asset], None]] = {}
             for (asset, _), result in zip(readable, results, strict=True):
                 if isinstance(result, DescriptionResult):
-                    edits[asset.id] = _set_description(result, self.job.overwrite_edited_text)
+                    self.pending.edit(
+                        asset.id, _set_description(result, self.job.overwrite_edited_text)
+                    )
                     self.job.counters.described += 1
                     self.job.cost_usd = round(self.job.cost_usd + result.cost_usd, 6)
                 else:
                     self.failed(asset, JobStep.DESCRIBE, str(result))
-                    edits[asset.id] = _mark_error(f"no reverse prompt: {result}")
-            if edits:
-                self.update_assets(edits, "reverse prompts")
-            self.save(force=True)
+                    self.pending.edit(asset.id, _mark_error(f"no reverse prompt: {result}"))
+            self.write_when_due()
+            self.save(force=True)  # the cost is spent: on the job at once
 
     # ----- E6: finalize ------------------------------------------------------------------------
 
@@ -436,6 +513,11 @@ class _Run:
             self._set_manifest_status(ManifestStatus.ERROR, reason)
         else:
             self._set_manifest_status(ManifestStatus.READY, None)
+
+
+def _stored(image: ImageInfo | Future[StoredImage]) -> ImageInfo:
+    """The image, once stored (a failed store fails the job, to be retried)."""
+    return image if isinstance(image, ImageInfo) else image.result().info
 
 
 # ----- edits, as small functions so that a retried write re-applies them to fresh reads -------
@@ -494,26 +576,19 @@ def _set_description(result: DescriptionResult, overwrite_edited: bool) -> Calla
     return edit
 
 
-def _derived_asset(
-    manifest: Manifest,
-    source: Asset,
-    derived: Detected,
-    image: ImageInfo,
-    detector: str,
-) -> Asset:
-    tag = issue_tag(manifest, derived.asset_type)
-    count_asset(manifest, derived.asset_type, +1)
+def _derived_asset(source: Asset, derived: Detected, detector: str) -> Asset:
+    """The asset to create, but for its tag and image: the guarded write that creates it
+    issues the tag, once the image is stored."""
     return Asset(
         id=derived.id,
-        manifest_id=manifest.id,
+        manifest_id=source.manifest_id,
         asset_type=derived.asset_type,
-        manifest_tag=tag,
+        manifest_tag="",
         name=derived.name,
         source=AssetSource.EXTRACTED,
         source_asset_id=source.id,
         crop_bbox=derived.box,
         sort_order=source.sort_order,
-        image=image,
         detection_class=derived.class_name,
         detection_confidence=derived.confidence,
         detected_by=detector,

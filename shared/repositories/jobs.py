@@ -71,10 +71,11 @@ class JobRepository:
         creates `jobs/{id}/requeues/{n}` wins, so concurrent sweepers count it once. None if
         another sweeper counted it already."""
         count, now = job.requeues + 1, utcnow()
-        fields: dict[str, Any] = {"requeues": count, "updated_at": now}
+        # The dead lease goes: until the requeued task takes the job, it is judged by
+        # `updated_at`, so a sweep that reads it after this one does not count it again.
+        fields: dict[str, Any] = {"requeues": count, "updated_at": now, "lease_until": None}
         if failure is not None:
-            fields.update(status=JobStatus.FAILED.value, error=failure, finished_at=now,
-                          lease_until=None)  # fmt: skip
+            fields.update(status=JobStatus.FAILED.value, error=failure, finished_at=now)
         batch = self._db.batch()
         batch.create(self._ref(job.id).collection("requeues").document(f"{count:06d}"), {"at": now})
         batch.update(self._ref(job.id), fields)
