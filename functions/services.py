@@ -9,7 +9,9 @@ from shared.auth import IdentityVerifier, verifier_for
 from shared.clients import firestore_client
 from shared.manifesting.jobs import ManifestingJobs
 from shared.pipeline.checkpoints import CheckpointService
+from shared.pipeline.face_service import FaceFinder, IdTokens, ModelServiceFaces
 from shared.pipeline.forks import ForkService
+from shared.pipeline.identity import IdentityChecks
 from shared.pipeline.projects import ProjectService
 from shared.pipeline.providers import providers_for
 from shared.pipeline.runner import PipelineRunner
@@ -19,7 +21,7 @@ from shared.repositories.jobs import JobRepository
 from shared.repositories.manifests import ManifestRepository
 from shared.repositories.projects import ProjectRepository
 from shared.repositories.snapshots import SnapshotRepository
-from shared.settings import Settings, get_settings
+from shared.settings import IdentitySettings, Settings, get_settings
 from shared.storage import BlobStore, default_blob_store
 from shared.tasks import default_dispatcher
 from shared.uploads import UploadIngest
@@ -42,6 +44,21 @@ class Services:
     forks: ForkService
 
 
+def identity_checks(settings: Settings, blobs: BlobStore, index: ArtifactIndex) -> IdentityChecks:
+    """Keyframes checked through the model service's faces API, when one is configured; the
+    ID token (Cloud Run service-to-service auth) is one per process, shared by every client."""
+    config: IdentitySettings = settings.identity
+    url = config.model_service_url
+    tokens = IdTokens(url) if url and config.id_token else None
+
+    def finder() -> FaceFinder:
+        return ModelServiceFaces(config, tokens)
+
+    return IdentityChecks(
+        config, blobs, settings.storage.media_bucket, index, finder if url else None
+    )
+
+
 @lru_cache(maxsize=1)
 def services() -> Services:
     settings = get_settings()
@@ -51,6 +68,7 @@ def services() -> Services:
     db = firestore_client()
     projects_repo = ProjectRepository(db)
     usage = ManifestUsage(registry, repository, SnapshotRepository(db))
+    index = ArtifactIndex(db)
     pipeline = PipelineRunner(
         projects_repo,
         usage.read_snapshot,
@@ -58,7 +76,8 @@ def services() -> Services:
         default_dispatcher,
         providers_for,
         settings,
-        ArtifactIndex(db),
+        index,
+        identity_checks(settings, blobs, index),
     )
     project_service = ProjectService(projects_repo, usage, pipeline)
     checkpoint_service = CheckpointService(

@@ -250,7 +250,7 @@ def make_video(api: Client, mid: str, out_dir: Path) -> tuple[str, dict[str, Any
     storyboard = api("GET", f"/projects/{pid}/checkpoints/current")["checkpoint"]["id"]
     api("POST", f"/projects/{pid}/checkpoints/{storyboard}/continue", 202,
         json={"auto_continue": True})  # fmt: skip
-    wait_for_project(api, pid, {"complete"})
+    show_identity(wait_for_project(api, pid, {"complete"}))
 
     say("\n15. edit scene 0 at the storyboard checkpoint, then continue (a new branch)")
     first = detail["scenes"][0]
@@ -343,6 +343,7 @@ def fork_video(
     say("   its manifesting job on the model service: "
         + ", ".join(f"{k}={v}" for k, v in job["counters"].items() if v))  # fmt: skip
     show_ledger(done, plan)
+    show_identity(done)
     fork_assets = api("GET", f"/manifests/{forked['manifest_id']}")["assets"]
     new = next(a for a in fork_assets if a["id"] == slot["asset_id"])
     person = next(a for a in fork_assets if a["name"] == photo.stem)  # uploaded in step 2
@@ -357,6 +358,27 @@ def fork_video(
     target.write_bytes(video.content)
     say(f"   fork video: {target} ({len(video.content)} bytes), "
         f"{done['project']['scene_count']} scenes; spent ${done['project']['cost']['spent_usd']:.2f}")  # fmt: skip
+
+
+def show_identity(detail: dict[str, Any]) -> None:
+    """Each scene's identity check: the faces in its keyframes against its characters'."""
+    project = detail["project"]
+    cost = project["cost"]
+    say(f"   identity checks of the keyframes ({cost['identity_checks']} calls to the model "
+        f"service, {cost['identity_check_s']:.1f} s; for review: "
+        f"{project['identity_review'] or 'none'}):")  # fmt: skip
+    for scene in detail["scenes"]:
+        identity = scene["identity"] or {"verdict": "not checked", "characters": []}
+        score = f"{identity['score']:.2f}" if identity.get("score") is not None else "-"
+        who = ", ".join(
+            f"{c['tag']} {c['similarity']:.2f}" if c["similarity"] is not None
+            else f"{c['tag']} {c['verdict']}"
+            for c in identity["characters"]
+        )  # fmt: skip
+        rerolls = sum(f["rerolls"] for f in identity.get("frames", {}).values())
+        say(f"     [{scene['index']}] score {score:<5} {identity['verdict']:<16} {who}"
+            + (f"  re-rolled {rerolls}" if rerolls else "")
+            + (f"  ({identity['reason']})" if identity.get("reason") else ""))  # fmt: skip
 
 
 ARTIFACT_STAGE = {"start_frame": "keyframes", "end_frame": "keyframes", "clip": "clips"}

@@ -78,6 +78,35 @@ class PipelineSettings(BaseModel):
     chunks over instances, and no task's work grows with the scene count."""
 
 
+class IdentitySettings(BaseModel):
+    """The identity check of keyframes: the faces the model service finds in each keyframe
+    against the face embeddings of the characters the scene places."""
+
+    model_service_url: str | None = None
+    """The model service (its `faces` API). Unset: keyframes are not checked, and each scene
+    says so."""
+    id_token: bool = False
+    """Call it with a Google ID token whose audience is its URL (Cloud Run service-to-service
+    auth, as the runtime's own service account); off locally."""
+    threshold: float = Field(default=0.36, ge=-1, le=1)
+    """Cosine similarity below which a character is not taken to be in a keyframe. SFace's
+    authors publish 0.363 for the same person in two photos; a keyframe composed from the
+    character's crops scores 0.8 and more, someone else about 0.2."""
+    rerolls: int = Field(default=1, ge=0, le=5)
+    """Keyframes made again (new seeds) when one is below the threshold; the best is kept."""
+    concurrency: int = Field(default=4, ge=1, le=64)
+    """Checks a stage task has in flight at once."""
+    timeout_s: float = Field(default=120, gt=0, le=900)
+    """One call, a cold start of the model service included (Cloud Run holds the request
+    while an instance starts and loads its models)."""
+    attempts: int = Field(default=3, ge=1, le=10)
+    """Tries of one call on a connection error, 429 or 5xx, with backoff, before the keyframe
+    is recorded as unchecked and flagged."""
+    cost_per_check_usd: float = Field(default=0.0, ge=0)
+    """What one check is put on the ledger for (the model service's GPU time); nothing
+    locally."""
+
+
 class DependencySettings(BaseModel):
     """How long one call to Firestore, Cloud Storage or Cloud Tasks may take, retries
     included: past it the call fails, and the API answers 503 with Retry-After at once
@@ -131,6 +160,7 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     dependencies: DependencySettings = Field(default_factory=DependencySettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
 
 
 @lru_cache(maxsize=1)

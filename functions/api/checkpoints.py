@@ -39,6 +39,9 @@ class CheckpointView(BaseModel):
     """How many checkpoints lie between this one and the project's first."""
     children: list[str] = Field(default_factory=list)
     video_url: str | None = None
+    identity_review: list[int] = Field(default_factory=list)
+    """Scenes whose keyframes failed their identity check or could not be checked, as the
+    stage left them."""
     created_at: datetime
 
     @classmethod
@@ -59,7 +62,8 @@ class CheckpointView(BaseModel):
             artifacts=checkpoint.artifacts(),
             is_current=checkpoint.id == project.current_checkpoint_id,
             depth=depth, children=[c.id for c in tree or [] if c.parent_id == checkpoint.id],
-            video_url=video, created_at=checkpoint.created_at,
+            video_url=video, identity_review=checkpoint.identity_review,
+            created_at=checkpoint.created_at,
         )  # fmt: skip
 
 
@@ -95,6 +99,9 @@ class CheckpointDetail(BaseModel):
     pending: list[PendingView]
     """Keyframe regenerations still being made: a continue waits for them."""
     failed: list[str]
+    identity_review: list[int]
+    """Scenes to look at as they would continue: the stage's flags, and those of keyframes
+    uploaded or regenerated in the draft."""
 
     @classmethod
     def of(cls, project: Project, checkpoint: Checkpoint, draft: Draft) -> CheckpointDetail:
@@ -113,6 +120,7 @@ class CheckpointDetail(BaseModel):
             edited=draft.edited, redo_clips=draft.redo_clips,
             pending=[PendingView.model_validate(p.model_dump()) for p in draft.pending],
             failed=draft.failed,
+            identity_review=[v.index for v in views if v.identity and v.identity.review],
         )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from shared.models.projects import (
     ProjectStatus,
     ResumeRequest,
     Scene,
+    SceneIdentity,
 )
 
 
@@ -57,6 +58,9 @@ class ProjectView(BaseModel):
     branch: str
     current_checkpoint_id: str | None
     cost: dict[str, Any]
+    identity_review: list[int]
+    """Scenes whose keyframes failed their identity check (below the threshold after the
+    re-rolls, or showing someone else), or could not be checked: look at them first."""
     video_url: str | None
     final_video_reused_from: dict[str, str] | None
     created_at: datetime
@@ -88,6 +92,9 @@ class SceneView(BaseModel):
     """The digest of the inputs each artifact was made from."""
     reused_from: dict[str, dict[str, str]]
     """Artifacts taken from the index at no cost, with the project and checkpoint that made them."""
+    identity: SceneIdentity | None
+    """The identity check of its keyframes: per character the similarity and the verdict,
+    per keyframe the faces found and the re-rolls; None until they are checked."""
     start_frame_url: str | None
     end_frame_url: str | None
     clip_url: str | None

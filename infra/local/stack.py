@@ -406,7 +406,11 @@ class LocalStack:
             "FRAMEFORK_MODELS__JOB_LEASE_S": str(self.settings.local.job_lease_s),
             "FRAMEFORK_MODELS__OFFLINE_DIR": str(ROOT / ".models/offline"),
             **(
-                {"FRAMEFORK_TASKS__MANIFESTING_URL": f"{self.models_url}/tasks/run_job"}
+                {
+                    "FRAMEFORK_TASKS__MANIFESTING_URL": f"{self.models_url}/tasks/run_job",
+                    # The faces API that checks keyframes (plain HTTP here, no ID token).
+                    "FRAMEFORK_IDENTITY__MODEL_SERVICE_URL": self.models_url,
+                }
                 if "models" in self.ports
                 else {}
             ),

@@ -41,6 +41,11 @@ locals {
     FRAMEFORK_TASKS__PIPELINE_URL = local.run_stage_url
     # ...both with an OIDC token of the one identity that may invoke them.
     FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT = google_service_account.tasks_invoker.email
+    # An uploaded keyframe is checked for the characters' faces within the request
+    # (shared/pipeline/identity.py), through the model service's faces API, with an ID token of
+    # the API's own account (model_service.tf grants it run.invoker).
+    FRAMEFORK_IDENTITY__MODEL_SERVICE_URL = google_cloud_run_v2_service.model_service.uri
+    FRAMEFORK_IDENTITY__ID_TOKEN          = "true"
   }
 
   on_upload_env = {
@@ -70,6 +75,10 @@ locals {
     # inside the 30 min dispatch deadline whatever the scene count. A 30-scene video's 3
     # chunks run on 3 instances at once; clips are polled by delayed tasks, not waited on.
     FRAMEFORK_PIPELINE__CHUNK_SCENES = tostring(var.pipeline_chunk_scenes)
+    # Each keyframe is checked for the characters' faces through the model service's faces
+    # API, with an ID token of run_stage's own account, whose audience is the service's URL.
+    FRAMEFORK_IDENTITY__MODEL_SERVICE_URL = google_cloud_run_v2_service.model_service.uri
+    FRAMEFORK_IDENTITY__ID_TOKEN          = "true"
   }
 }
 

@@ -204,6 +204,27 @@ resource "google_cloud_run_v2_service" "model_service" {
   ]
 }
 
+# The identity check of keyframes calls the faces API with an ID token of the caller's own
+# account: run_stage for the keyframes stage and regenerations, the API for uploaded keyframes.
+# Both may invoke the service and nothing else of it. With internal ingress their requests must
+# also leave through the VPC network (Direct VPC egress or a connector) to count as internal;
+# otherwise the check records "unchecked" and flags the scene, it never passes it.
+resource "google_cloud_run_v2_service_iam_member" "model_service_run_stage_invoker" {
+  project  = google_cloud_run_v2_service.model_service.project
+  location = google_cloud_run_v2_service.model_service.location
+  name     = google_cloud_run_v2_service.model_service.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.run_stage.email}"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "model_service_api_invoker" {
+  project  = google_cloud_run_v2_service.model_service.project
+  location = google_cloud_run_v2_service.model_service.location
+  name     = google_cloud_run_v2_service.model_service.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.api.email}"
+}
+
 # Cloud Tasks calls the service with an OIDC token of the invoker account (the API names it on
 # every task: FRAMEFORK_TASKS__INVOKER_SERVICE_ACCOUNT). That account is the only member that
 # may invoke it; no one else, human or workload, holds run.invoker on it.

@@ -30,6 +30,8 @@ class Checkpoint(Document):
     scenes: list[Scene]
     final_video_object: str | None = None
     final_video_basis: str | None = None
+    identity_review: list[int] = Field(default_factory=list)
+    """Scenes whose keyframes failed their identity check or could not be checked."""
     created_at: datetime = Field(default_factory=utcnow)
 
     def artifacts(self) -> dict[str, Any]:

@@ -139,6 +139,11 @@ class CostLedger(Document):
     estimate_usd: float = 0.0
     spent_usd: float = 0.0
     by_stage: dict[Stage, float] = Field(default_factory=dict)
+    """Identity checks are keyframes spend (their spend lines are in that stage's sum)."""
+    identity_checks: int = 0
+    """The identity checks behind the keyframes of the scenes as they stand (made, not reused
+    from the index), and the time they took."""
+    identity_check_s: float = 0.0
 
 
 class Branch(Document):
@@ -228,6 +233,9 @@ class Project(Document):
     """Times the sweeper queued the current stage again (its task lost, its worker dead);
     back to 0 when a stage ends or the project resumes."""
     cost: CostLedger = Field(default_factory=CostLedger)
+    identity_review: list[int] = Field(default_factory=list)
+    """Scenes whose keyframes failed their identity check, or could not be checked: someone
+    should look at them before the clips are made."""
     run: int = 1
     """Bumped by stop and resume: tasks of an older run find a different number and quit."""
     is_deleted: bool = False
@@ -251,6 +259,108 @@ class MediaState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+
+
+class IdentityVerdict(StrEnum):
+    PASS = "pass"
+    BELOW_THRESHOLD = "below_threshold"
+    SKIPPED = "skipped"
+    """Nothing to compare (no manifest, no character with a face, another embedding model)."""
+    UNCHECKED = "unchecked"
+    """The model service could not be asked: never taken for a pass."""
+
+    @property
+    def needs_review(self) -> bool:
+        return self in (IdentityVerdict.BELOW_THRESHOLD, IdentityVerdict.UNCHECKED)
+
+
+VERDICT_SEVERITY = [
+    IdentityVerdict.SKIPPED,
+    IdentityVerdict.PASS,
+    IdentityVerdict.BELOW_THRESHOLD,
+    IdentityVerdict.UNCHECKED,
+]
+"""A scene's verdict is the most severe of its keyframes', a keyframe's of its characters'."""
+
+
+def worst(verdicts: list[IdentityVerdict]) -> IdentityVerdict:
+    return max(verdicts, key=VERDICT_SEVERITY.index, default=IdentityVerdict.SKIPPED)
+
+
+class CharacterScore(Document):
+    """How alike one character placed in the scene and the faces in a keyframe are."""
+
+    tag: str
+    name: str
+    face_group_id: str | None = None
+    similarity: float | None = None
+    """The best cosine similarity between a face in the keyframe and the face embeddings of
+    the character's face group (same embedding model only)."""
+    verdict: IdentityVerdict
+    reason: str | None = None
+
+
+class FrameIdentity(Document):
+    """The identity check of one keyframe (start_frame or end_frame)."""
+
+    verdict: IdentityVerdict
+    characters: list[CharacterScore] = Field(default_factory=list)
+    faces: int = 0
+    """Faces the model service found in the keyframe."""
+    model: str | None = None
+    """The embedding model of those faces."""
+    basis: str | None = None
+    """The check's digest (the keyframe's content, the characters' embeddings): a check whose
+    inputs recur is taken from the artifact index."""
+    reused: bool = False
+    checks: int = 0
+    """Calls to the model service behind this result (its re-rolls' included; none when
+    taken from the index), and the time they took."""
+    seconds: float = 0.0
+    rerolls: int = 0
+    """Keyframes made again because this one's similarity was below the threshold; the best
+    of all was kept."""
+    uploaded: bool = False
+    """The user's own keyframe: checked, never re-rolled."""
+    reason: str | None = None
+
+
+class SceneIdentity(Document):
+    """The identity check of a scene's keyframes: per character, the lowest of its keyframes'
+    best similarities; the verdict is the most severe of its keyframes'."""
+
+    verdict: IdentityVerdict
+    score: float | None = None
+    """The lowest character similarity of the scene: the figure to compare scenes by."""
+    review: bool = False
+    """Below the threshold after the re-rolls, or unchecked: flagged, never passed."""
+    reason: str | None = None
+    characters: list[CharacterScore] = Field(default_factory=list)
+    frames: dict[str, FrameIdentity] = Field(default_factory=dict)
+
+    @classmethod
+    def skipped(cls, reason: str) -> SceneIdentity:
+        return cls(verdict=IdentityVerdict.SKIPPED, reason=reason)
+
+    @classmethod
+    def of_frames(cls, frames: dict[str, FrameIdentity]) -> SceneIdentity:
+        by_tag: dict[str, list[CharacterScore]] = {}
+        for frame in frames.values():
+            for character in frame.characters:
+                by_tag.setdefault(character.tag, []).append(character)
+        characters = [
+            min(scores, key=lambda c: (VERDICT_SEVERITY.index(c.verdict) * -1,
+                                       c.similarity if c.similarity is not None else 2.0))
+            for scores in by_tag.values()
+        ]  # fmt: skip
+        verdict = worst([f.verdict for f in frames.values()])
+        scored = [c.similarity for c in characters if c.similarity is not None]
+        reasons = [f.reason for f in frames.values() if f.reason]
+        return cls(
+            verdict=verdict, score=round(min(scored), 4) if scored else None,
+            review=verdict.needs_review, characters=characters, frames=frames,
+            reason=reasons[0] if reasons and verdict is not IdentityVerdict.PASS else None,
+        )  # fmt: skip
 
 
 class Scene(Document):
@@ -285,6 +395,8 @@ class Scene(Document):
     error: str | None = None
     cost_usd: float = 0.0
     """What this scene's artifacts cost on this run; reused ones cost nothing."""
+    identity: SceneIdentity | None = None
+    """The identity check of its keyframes (None: not checked yet)."""
 
     def without_media(self, *, keyframes: bool, clip: bool) -> Scene:
         """A copy whose keyframes (less pinned uploads) and clip are to be found again, in the
@@ -294,6 +406,10 @@ class Scene(Document):
         roles = ["start_frame", "end_frame"] if keyframes else []
         if keyframes:
             after.keyframe_state = MediaState.PENDING
+            # Checked again with the keyframes; an upload keeps the check it had.
+            kept = {r: f for r, f in (after.identity.frames if after.identity else {}).items()
+                    if r in after.pinned}  # fmt: skip
+            after.identity = SceneIdentity.of_frames(kept) if kept else None
         for role in roles:
             if role not in after.pinned:
                 setattr(after, f"{role}_object", None)

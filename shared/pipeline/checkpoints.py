@@ -31,7 +31,13 @@ from shared.models.common import new_id
 from shared.models.projects import Branch, Project, ProjectStatus, Scene, Stage
 from shared.pipeline.plans import Plan, plan_stages
 from shared.pipeline.projects import ProjectService
-from shared.pipeline.runner import KeyframeJob, PipelineRunner, store_media
+from shared.pipeline.runner import (
+    KeyframeJob,
+    PipelineRunner,
+    flag_for_review,
+    ledger_from,
+    store_media,
+)
 from shared.pipeline.storyboard import choose_references
 from shared.repositories.projects import ProjectChange, ProjectRepository
 from shared.settings import Settings
@@ -264,19 +270,31 @@ class CheckpointService:
         name = store_media(
             self._blobs, storage.media_bucket, image.normalized, image.content_type, image.extension
         )
+        role = f"{frame}_frame"
+        owned = self._projects.owned(identity, project_id)
+        _, _, before = self._editable(owned, checkpoint_id, index, ArtifactKind.KEYFRAME)
+        # Checked before the change is decided (a call to the model service, outside the
+        # guarded write, which may run more than once): someone else's face is flagged.
+        checked = self._runner.check_keyframe(owned, before, role, name, checkpoint_id,
+                                              uploaded=True)  # fmt: skip
 
         def plan(project: Project) -> ProjectChange[tuple[Scene, int]]:
             checkpoint, draft, scene = self._editable(
                 project, checkpoint_id, index, ArtifactKind.KEYFRAME
             )
-            role = f"{frame}_frame"
-            fields = {
+            fields: dict[str, Any] = {
                 f"{role}_object": name, "pinned": sorted({*scene.pinned, role}),
                 # An upload is an input: no basis, and not reused from anywhere.
                 "bases": {k: v for k, v in scene.bases.items() if k != role},
                 "reused_from": {k: v.model_dump(mode="json")
                                 for k, v in scene.reused_from.items() if k != role},
             }  # fmt: skip
+            if checked is not None:
+                scene_identity = checked(scene)
+                fields["identity"] = scene_identity.model_dump(mode="json")
+                flag_for_review(project, index, scene_identity)
+                ledger_from(project, Stage.KEYFRAMES,
+                            self._runner.index.spend(project.id, Stage.KEYFRAMES))  # fmt: skip
             return self._record(project, checkpoint, draft, scene, ArtifactKind.KEYFRAME,
                                 "uploaded", fields)  # fmt: skip
 

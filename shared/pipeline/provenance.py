@@ -32,6 +32,8 @@ class BasisKind(StrEnum):
     KEYFRAME = "keyframe"
     CLIP = "clip"
     FINAL_VIDEO = "final_video"
+    IDENTITY_CHECK = "identity_check"
+    """Not media: what the model service saw in a keyframe (shared/pipeline/identity.py)."""
 
 
 def digest(basis: Mapping[str, Any]) -> str:

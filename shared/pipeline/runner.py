@@ -40,6 +40,7 @@ from shared.models.projects import (
     Project,
     ProjectStatus,
     Scene,
+    SceneIdentity,
     Stage,
     StageChunks,
     StageError,
@@ -47,6 +48,8 @@ from shared.models.projects import (
 )
 from shared.models.snapshots import SnapshotWithAssets
 from shared.pipeline.concurrency import ProviderCalls, all_of, close_provider
+from shared.pipeline.identity import IdentityChecks, review_list, with_frame
+from shared.pipeline.keyframe_checks import KeyframeChecks
 from shared.pipeline.ports import (
     AssetBrief,
     ClipOperation,
@@ -154,6 +157,20 @@ def ledger_from(project: Project, stage: Stage, spend: list[SpendLine]) -> None:
     project.cost.spent_usd = round(sum(project.cost.by_stage.values()), 6)
 
 
+def identity_ledger(project: Project, scenes: list[Scene]) -> None:
+    """The identity checks behind the scenes' keyframes as they stand, and their time (their
+    cost is on the keyframes spend lines); a check taken from the index counts nothing."""
+    frames = [frame for s in scenes if s.identity for frame in s.identity.frames.values()]
+    project.cost.identity_checks = sum(f.checks for f in frames)
+    project.cost.identity_check_s = round(sum(f.seconds for f in frames), 3)
+
+
+def flag_for_review(project: Project, scene: int, identity: SceneIdentity) -> None:
+    """The project's list of scenes to look at, after one scene's keyframe changed."""
+    flagged = set(project.identity_review) - {scene}
+    project.identity_review = sorted(flagged | ({scene} if identity.review else set()))
+
+
 def clip_reused(scene: Scene, hit: IndexEntry) -> Scene:
     """The scene with the clip the index holds for its inputs."""
     after = scene.model_copy(deep=True)
@@ -193,6 +210,7 @@ class PipelineRunner:
         providers: Callable[[Project], ProviderSet],
         settings: Settings,
         index: ArtifactIndex,
+        identity: IdentityChecks | None = None,
     ) -> None:
         self._projects = projects
         self._snapshots = snapshots
@@ -201,6 +219,8 @@ class PipelineRunner:
         self._providers = providers
         self._settings = settings
         self.index = index
+        self.identity = identity
+        """Checks the faces in keyframes against the characters (shared/pipeline/identity.py)."""
         self.awaiting: Callable[[StageTask], StageOutcome] | None = None
         """Runs the task of a fork that waits for its uploads (the fork service sets it)."""
 
@@ -400,16 +420,19 @@ class PipelineRunner:
             # Another chunk failed, or is still to end: the last to end ends the stage.
             return ProjectChange(project, None, summary=f"finish {stage.value} {task.chunk}")
         project.stages_done.append(stage)
+        scenes = self._projects.scenes(project.id)
         checkpoint = Checkpoint(
             id=checkpoint_id(project, stage), stage=stage, branch=project.branch,
             parent_id=project.current_checkpoint_id, stages_done=project.stages_done,
-            scenes=self._projects.scenes(project.id),
-            final_video_object=project.final_video_object,
-            final_video_basis=project.final_video_basis,
+            scenes=scenes, final_video_object=project.final_video_object,
+            final_video_basis=project.final_video_basis, identity_review=review_list(scenes),
         )  # fmt: skip
         project.current_checkpoint_id = checkpoint.id
         project.leases, project.chunks, project.requeues = {}, None, 0
         ledger_from(project, stage, self.index.spend(project.id, stage))
+        project.identity_review = checkpoint.identity_review
+        if stage is Stage.KEYFRAMES:
+            identity_ledger(project, scenes)
         following = stage.next
         if following is None:
             project.status, project.stage = ProjectStatus.COMPLETE, None
@@ -619,6 +642,11 @@ class PipelineRunner:
 
         async def stage() -> None:
             calls = ProviderCalls(self._concurrency(providers.image, project, task))
+            checks = KeyframeChecks(
+                self.identity, project, by_id, made_in,
+                lambda spec, index: self._keyframe(project, providers, spec, by_id, known, index,
+                                                   made_in, calls),
+            )  # fmt: skip
 
             async def keyframed(scene: Scene) -> tuple[Scene, Scene]:
                 frames = await asyncio.gather(*(
@@ -626,18 +654,22 @@ class PipelineRunner:
                                    calls)
                     for spec in specs[scene.index]
                 ))  # fmt: skip
-                return scene, with_keyframes(scene, specs[scene.index], frames)
+                made = with_keyframes(scene, specs[scene.index], frames)
+                # Checked (and re-rolled) before it is saved: a scene saved done is checked,
+                # so a redelivered chunk neither checks it again nor re-rolls it twice.
+                return scene, await checks.checked(scene, made, specs[scene.index])
 
             async def one(scene: Scene) -> None:
                 # Saved as soon as it is made: a crash loses only the calls in flight.
                 await asyncio.to_thread(self._save_scenes, project, task, [await keyframed(scene)])
 
             try:
-                saved = [await keyframed(s) for s in whole]  # all in the index: no calls
+                saved = list(await asyncio.gather(*(keyframed(s) for s in whole)))
                 await asyncio.to_thread(self._save_scenes, project, task, saved)
                 await all_of(one(scene) for scene in rest)
             finally:
                 await close_provider(providers.image)
+                await checks.close()
 
         asyncio.run(stage())
         return True
@@ -800,6 +832,25 @@ class PipelineRunner:
         self._projects.change(project.id, record)
         return True
 
+    # ----- identity checks of single keyframes (uploads, regenerations) ------------------------
+
+    def check_keyframe(
+        self, project: Project, scene: Scene, role: str, object_name: str, made_in: str,
+        by_id: Mapping[str, Asset] | None = None, *, uploaded: bool = False,
+    ) -> Callable[[Scene], SceneIdentity] | None:  # fmt: skip
+        """The check of one keyframe, as what it makes of the scene's identity when it lands
+        (the scene as it stands by then); None without identity checks."""
+        if self.identity is None:
+            return None
+        assets = self.snapshot_assets(project) if by_id is None else by_id
+        characters = self.identity.characters(scene, assets)
+        if isinstance(characters, str):
+            reason = characters
+            return lambda _now: SceneIdentity.skipped(reason)
+        frame = self.identity.check_one(project, scene.index, object_name, characters, made_in)
+        frame = frame.model_copy(update={"uploaded": uploaded})
+        return lambda now: with_frame(now, role, frame)
+
     # ----- an explicit keyframe regeneration (C2) ----------------------------------------------
 
     def _regenerate_keyframe(self, task: StageTask, job: KeyframeJob) -> StageOutcome:
@@ -831,6 +882,9 @@ class PipelineRunner:
             )
         except ProviderError as error:
             failure = f"scene {job.scene} {job.frame} frame: {error}"
+        # Checked as the stage checks, but not remade: the user asked for this one.
+        checked = self.check_keyframe(project, wanted, role, made.object_name, checkpoint.id,
+                                      by_id) if made is not None else None  # fmt: skip
 
         def record(p: Project) -> ProjectChange[None]:
             current = self._projects.draft(p.id, job.checkpoint_id)
@@ -853,6 +907,10 @@ class PipelineRunner:
                     "reused_from": {k: v.model_dump(mode="json")
                                     for k, v in now.reused_from.items() if k != role},
                 }  # fmt: skip
+                if checked is not None:
+                    identity = checked(now)
+                    fields["identity"] = identity.model_dump(mode="json")
+                    flag_for_review(p, job.scene, identity)
                 newer = getattr(now, f"{role}_reroll") > job.version
                 if not newer:
                     current.scenes.setdefault(str(job.scene), {}).update(fields)

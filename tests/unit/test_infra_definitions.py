@@ -471,9 +471,12 @@ def test_the_model_service_is_internal_and_only_the_tasks_invoker_may_call_it() 
     assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
     assert service.get("invoker_iam_disabled", False) is False
     assert "default_uri_disabled" not in service  # Cloud Tasks calls the run.app URL
-    assert [(kind, b["role"], members(b)) for kind, b in iam_on_service] == [
-        ("google_cloud_run_v2_service_iam_member", "roles/run.invoker", [INVOKER_MEMBER])
-    ]
+    # Cloud Tasks delivers manifesting jobs as the invoker; run_stage (keyframes) and the API
+    # (uploaded keyframes) call its faces API as themselves for the identity check.
+    assert sorted((kind, b["role"], tuple(members(b))) for kind, b in iam_on_service) == sorted(
+        ("google_cloud_run_v2_service_iam_member", "roles/run.invoker", (member,))
+        for member in (INVOKER_MEMBER, RUN_STAGE_MEMBER, API_MEMBER)
+    )
     # The invoker account may call the two task targets and holds nothing else.
     assert grants_to(INVOKER_MEMBER) == {
         "google_cloud_run_v2_service_iam_member": {(MODEL_SERVICE_NAME, "roles/run.invoker")},
@@ -734,7 +737,22 @@ def test_the_run_stage_account_holds_only_what_the_pipeline_uses() -> None:
         "google_service_account_iam_member": {
             ("${google_service_account.tasks_invoker.name}", "roles/iam.serviceAccountUser"),
         },
+        # The identity check of keyframes: the model service's faces API.
+        "google_cloud_run_v2_service_iam_member": {(MODEL_SERVICE_NAME, "roles/run.invoker")},
     }
+
+
+def test_the_identity_check_reaches_the_model_service_with_an_id_token() -> None:
+    settings = locals_()
+    for env in (settings["run_stage_env"], settings["api_env"]):
+        assert env["FRAMEFORK_IDENTITY__MODEL_SERVICE_URL"] == (
+            "${google_cloud_run_v2_service.model_service.uri}"
+        )
+        assert env["FRAMEFORK_IDENTITY__ID_TOKEN"] == "true"
+    assert {"model_service_url", "id_token"} <= set(type(Settings().identity).model_fields)
+    assert (MODEL_SERVICE_NAME, "roles/run.invoker") in grants_to(API_MEMBER)[
+        "google_cloud_run_v2_service_iam_member"
+    ]
 
 
 def test_pipeline_tasks_go_to_run_stage_with_the_invokers_token() -> None:
