@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from shared.auth import IdentityVerifier, verifier_for
 from shared.clients import firestore_client
+from shared.face_links import FaceLinks
 from shared.manifesting.jobs import ManifestingJobs
 from shared.pipeline.checkpoints import CheckpointService
 from shared.pipeline.face_service import FaceFinder, IdTokens, ModelServiceFaces
@@ -37,6 +38,7 @@ class Services:
     verifier: IdentityVerifier
     usage: ManifestUsage
     manifesting: ManifestingJobs
+    face_links: FaceLinks
     projects: ProjectService
     projects_repo: ProjectRepository
     pipeline: PipelineRunner
@@ -97,6 +99,7 @@ def services() -> Services:
         verifier=verifier_for(settings.auth, settings.project_id),
         usage=usage,
         manifesting=manifesting,
+        face_links=FaceLinks(registry, repository, jobs),
         projects=project_service,
         projects_repo=projects_repo,
         pipeline=pipeline,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from shared.auth import Identity
 from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.manifesting.grouping import carried_grouping
 from shared.models.assets import (
     USER_TEXT_FIELDS,
     Asset,
@@ -164,6 +165,14 @@ class Registry:
             for asset in original.assets
         ]
         source = original.manifest
+        # The person's links come along, on the copies' ids.
+        links = [
+            link.model_copy(
+                update={"asset_a": new_ids[link.asset_a], "asset_b": new_ids[link.asset_b]}
+            )
+            for link in source.face_links
+            if link.asset_a in new_ids and link.asset_b in new_ids
+        ]
         copy = source.model_copy(
             update={
                 "id": new_manifest_id,
@@ -177,6 +186,8 @@ class Registry:
                 "last_used_at": None,
                 "parent_manifest_id": source.id,
                 "processing_cost_usd": 0.0,
+                "face_links": links,
+                "face_grouping": carried_grouping(source, original.assets, copies, links),
                 "is_deleted": False,
                 "deleted_at": None,
                 "created_at": now,
@@ -281,6 +292,11 @@ class Registry:
                 if asset is not None:  # already gone: a retried delete is not an error
                     count_asset(manifest, asset.asset_type, -1)
                     deleted.append(asset_id)
+            gone = set(deleted)
+            # A link to an asset that is gone says nothing any more.
+            manifest.face_links = [
+                link for link in manifest.face_links if not {link.asset_a, link.asset_b} & gone
+            ]
             return ManifestChange(
                 manifest,
                 result=bool(deleted),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from functions.api import assets, checkpoints, forks, manifests, processing, projects
+from functions.api import assets, checkpoints, faces, forks, manifests, processing, projects
 from functions.api.openapi import build_openapi
 from functions.http import Call, JsonApi, Reply, Route
 from functions.services import services
@@ -31,6 +31,7 @@ ROUTES: list[Route] = [
           authenticated=False),
     *manifests.ROUTES,
     *assets.ROUTES,
+    *faces.ROUTES,
     *processing.ROUTES,
     *projects.ROUTES,
     *checkpoints.ROUTES,

@@ -35,7 +35,7 @@ from typing import TypeVar
 from PIL import Image
 
 from shared.manifesting.contact_sheet import SheetEntry, make_contact_sheet
-from shared.manifesting.grouping import assign_face_groups
+from shared.manifesting.grouping import group_edits, group_manifest_faces
 from shared.manifesting.image_cache import ImageCache
 from shared.manifesting.planning import Detected, derived_assets, detection_targets, scope_of
 from shared.manifesting.ports import (
@@ -50,6 +50,7 @@ from shared.manifesting.ports import (
 from shared.media import StoredImage, store_derived_image
 from shared.models.assets import Asset, AssetSource, FaceEmbedding, ImageInfo
 from shared.models.common import utcnow
+from shared.models.face_links import FaceGroupingState
 from shared.models.jobs import AmbiguousFaces, AssetFailure, Job, JobStatus, JobStep
 from shared.models.manifests import Manifest, ManifestStatus
 from shared.registry import count_asset, issue_tag
@@ -378,8 +379,9 @@ class _Run:
 
     def _set_manifest_status(self, status: ManifestStatus, reason: str | None) -> None:
         self.e._manifests.end_job(
-            self.job.manifest_id, self.job.id, self.job.cost_usd, status, reason
-        )
+            self.job.manifest_id, self.job.id, self.job.cost_usd, status, reason,
+            face_grouping=self.job.face_grouping,
+        )  # fmt: skip
 
     # ----- E2: contact sheet -------------------------------------------------------------------
 
@@ -459,26 +461,40 @@ class _Run:
     # ----- E4/E7: grouping ---------------------------------------------------------------------
 
     def grouping(self) -> None:
+        """Matches only the new faces while the last grouping holds (see
+        grouping.group_manifest_faces), honouring the person's links; the state it leaves goes
+        on the manifest with the job's end."""
         analyzer = self.e._models.faces
         assets = self.assets()
-        result = assign_face_groups(
+        manifest = self.e._manifests.get(self.job.manifest_id)
+        if manifest is None:
+            return  # deleted meanwhile: nothing to group
+        last = manifest.face_grouping
+        grouped = group_manifest_faces(
             assets,
             model=analyzer.name,
             threshold=analyzer.same_person_threshold,
             ambiguous_margin=analyzer.ambiguous_margin,
+            links=manifest.face_links,
+            last_digest=last.digest if last else None,
         )
+        result = grouped.assignment
+        self.job.face_grouping = FaceGroupingState(
+            model=analyzer.name,
+            threshold=analyzer.same_person_threshold,
+            ambiguous_margin=analyzer.ambiguous_margin,
+            digest=grouped.digest,
+        )
+        self.job.face_grouping_mode = "incremental" if grouped.incremental else "full"
         self.job.counters.face_groups = result.group_count
+        self.job.counters.faces_regrouped = len(result.regrouped)
         self.job.counters.ambiguous_face_pairs = len(result.ambiguous_pairs)
         self.job.ambiguous_faces = [
             AmbiguousFaces(first_asset_id=a, second_asset_id=b, similarity=similarity)
             for a, b, similarity in result.ambiguous_pairs[:MAX_REVIEW_PAIRS]
         ]
-        by_id = {a.id: a for a in assets}
-        for asset_id, group_id in result.groups.items():
-            primary = asset_id in result.primaries
-            asset = by_id[asset_id]
-            if (asset.face_group_id, asset.is_face_group_primary) != (group_id, primary):
-                self.pending.edit(asset_id, _set_group(group_id, primary))
+        for edit in group_edits(assets, result):
+            self.pending.edit(edit.asset_id, _set_group(edit.group_id, edit.primary))
 
     # ----- E5: reverse prompts -----------------------------------------------------------------
 

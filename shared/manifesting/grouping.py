@@ -19,9 +19,10 @@ the others before it is stored.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +30,8 @@ import numpy as np
 
 from shared.manifesting.face_groups import AmbiguousPair, FaceGroups, group_faces, match_faces
 from shared.models.assets import Asset, BoundingBox
+from shared.models.face_links import FaceGroupingState
+from shared.models.manifests import Manifest
 
 
 class FaceLink(Protocol):
@@ -142,6 +145,103 @@ def assign_new_faces(
     changed = set(result.regrouped.tolist())
     kept = {a.id: str(a.face_group_id) for i, a in enumerate(old) if i not in changed}
     return _assignment(ordered, result, kept)
+
+
+@dataclass(frozen=True)
+class ManifestGrouping:
+    assignment: GroupAssignment
+    incremental: bool
+    """Only the new faces were matched (the last grouping still held)."""
+    digest: str
+    """The state the assignment leaves: the next run's `last_digest`."""
+
+
+def group_manifest_faces(
+    assets: Sequence[Asset],
+    *,
+    model: str,
+    threshold: float,
+    ambiguous_margin: float,
+    links: Sequence[FaceLink],
+    last_digest: str | None,
+) -> ManifestGrouping:
+    """Matches only the new faces when the grouped ones, the settings and the links are what
+    the last grouping left (`last_digest`), and regroups every face otherwise: a face removed
+    or embedded again may split a group, and a link removed may too."""
+
+    def digest(groups: Mapping[str, str] | None = None) -> str:
+        return grouping_digest(
+            assets, model=model, threshold=threshold, ambiguous_margin=ambiguous_margin,
+            links=links, groups=groups,
+        )  # fmt: skip
+
+    incremental = last_digest is not None and last_digest == digest()
+    assign = assign_new_faces if incremental else assign_face_groups
+    assignment = assign(
+        assets, model=model, threshold=threshold, ambiguous_margin=ambiguous_margin, links=links
+    )
+    return ManifestGrouping(assignment, incremental, digest(assignment.groups))
+
+
+def carried_grouping(
+    source: Manifest, assets: Sequence[Asset], copies: Sequence[Asset], links: Sequence[FaceLink]
+) -> FaceGroupingState | None:
+    """The grouping state of a copy of `source` (its `assets` as `copies`, with `links`): the
+    copy's groups hold as far as the source's do, so the copy's first run matches only new
+    faces. None when the source's groups were stale (that run then regroups every face)."""
+    state = source.face_grouping
+    if state is None:
+        return None
+
+    def digest(faces: Sequence[Asset], with_links: Sequence[FaceLink]) -> str:
+        return grouping_digest(
+            faces, model=state.model, threshold=state.threshold,
+            ambiguous_margin=state.ambiguous_margin, links=with_links,
+        )  # fmt: skip
+
+    if digest(assets, source.face_links) != state.digest:
+        return None
+    return state.model_copy(update={"digest": digest(copies, links)})
+
+
+def grouping_digest(
+    assets: Sequence[Asset],
+    *,
+    model: str,
+    threshold: float,
+    ambiguous_margin: float,
+    links: Iterable[FaceLink],
+    groups: Mapping[str, str] | None = None,
+) -> str:
+    """A digest of the grouped faces of `model` (id, group, embedding), the settings and the
+    links; `groups` gives the groups to assume instead of those the assets hold."""
+    digest = hashlib.sha256(f"{model}|{threshold!r}|{ambiguous_margin!r}".encode())
+    for asset in _faces(assets, model):
+        group = asset.face_group_id if groups is None else groups.get(asset.id)
+        if group and asset.face_embedding is not None:
+            digest.update(f"|{asset.id}={group}:".encode())
+            digest.update(np.asarray(asset.face_embedding.vector, np.float32).tobytes())
+    for a, b, kind in sorted((*sorted((x.asset_a, x.asset_b)), str(x.kind)) for x in links):
+        digest.update(f"|{a}~{b}:{kind}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class GroupEdit:
+    asset_id: str
+    group_id: str | None
+    primary: bool
+
+
+def group_edits(assets: Sequence[Asset], result: GroupAssignment) -> list[GroupEdit]:
+    """The assets whose group or primary mark the assignment changes, and nothing else."""
+    edits = []
+    for asset in assets:
+        if asset.id in result.groups:
+            group, primary = result.groups[asset.id], asset.id in result.primaries
+            if (asset.face_group_id, asset.is_face_group_primary) != (group, primary):
+                edits.append(GroupEdit(asset.id, group, primary))
+    return edits
 
 
 def _assignment(faces: list[Asset], result: FaceGroups, kept: dict[str, str]) -> GroupAssignment:

@@ -17,7 +17,11 @@ from shared.models.jobs import Job, JobTask
 from shared.models.manifests import Manifest, ManifestStatus
 from shared.registry import Registry
 from shared.repositories.jobs import JobRepository
-from shared.repositories.manifests import ManifestChange, ManifestRepository
+from shared.repositories.manifests import (
+    MAX_ASSET_WRITES_PER_CHANGE,
+    ManifestChange,
+    ManifestRepository,
+)
 from shared.settings import TasksSettings
 from shared.tasks import TaskDispatcher
 
@@ -165,16 +169,17 @@ class ManifestingJobs:
         """Deletes what was derived from these sources and forgets what was done to them."""
         for source_id in source_ids:
             self._registry.delete_derived(identity, manifest.id, source_id)
-        edits = {source_id: _forget_processing for source_id in source_ids}
+        # In batches: a guarded write takes at most MAX_ASSET_WRITES_PER_CHANGE assets.
+        for start in range(0, len(source_ids), MAX_ASSET_WRITES_PER_CHANGE):
+            batch = source_ids[start : start + MAX_ASSET_WRITES_PER_CHANGE]
 
-        def plan(current: Manifest) -> ManifestChange[None]:
-            self._registry.guard(identity, current)
-            found = self._manifests.get_assets(current.id, list(edits))
-            pairs = []
-            for asset_id, asset in found.items():
-                after = asset.model_copy(deep=True)
-                edits[asset_id](after)
-                pairs.append((asset, after))
-            return ManifestChange(current, None, updated_assets=pairs, summary="reprocess")
+            def plan(current: Manifest, batch: list[str] = batch) -> ManifestChange[None]:
+                self._registry.guard(identity, current)
+                pairs = []
+                for asset in self._manifests.get_assets(current.id, batch).values():
+                    after = asset.model_copy(deep=True)
+                    _forget_processing(after)
+                    pairs.append((asset, after))
+                return ManifestChange(current, None, updated_assets=pairs, summary="reprocess")
 
-        self._manifests.change(manifest.id, plan)
+            self._manifests.change(manifest.id, plan)

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import Field, StrictBool
 
 from shared.models.common import Document, RequestBody, utcnow
+from shared.models.face_links import FaceGroupingState
 
 
 class JobKind(StrEnum):
@@ -45,6 +46,9 @@ class JobCounters(Document):
     environments_created: int = 0
     faces_found: int = 0
     face_groups: int = 0
+    faces_regrouped: int = 0
+    """Faces whose group was worked out: all of them in a full regroup, the new ones and the
+    groups they touched in an incremental one."""
     ambiguous_face_pairs: int = 0
     described: int = 0
     failed_assets: int = 0
@@ -85,6 +89,10 @@ class Job(Document):
     error: str | None = None
     """Why the whole job failed, naming the step."""
     ambiguous_faces: list[AmbiguousFaces] = Field(default_factory=list)
+    face_grouping_mode: str | None = None
+    """"incremental" (only the new faces matched) or "full" (every face regrouped)."""
+    face_grouping: FaceGroupingState | None = None
+    """The grouping's state, written on the manifest with the job's end."""
     attempts: int = 0
     """Deliveries that started work (Cloud Tasks delivers at least once)."""
     lease_until: datetime | None = None

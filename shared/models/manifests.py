@@ -18,6 +18,7 @@ from shared.models.common import (
     TagList,
     utcnow,
 )
+from shared.models.face_links import FaceGroupingState, FaceLink
 
 
 class ManifestCategory(StrEnum):
@@ -59,6 +60,9 @@ class Manifest(Document):
     last_used_at: datetime | None = None
     parent_manifest_id: str | None = None
     processing_cost_usd: float = 0.0
+    face_links: list[FaceLink] = Field(default_factory=list)
+    """A person's corrections of the face groups (shared/face_links.py)."""
+    face_grouping: FaceGroupingState | None = None
     is_deleted: bool = False
     deleted_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)

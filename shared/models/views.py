@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shared.models.assets import Asset, AssetSource, AssetType, BoundingBox, UploadState
+from shared.models.face_links import FaceLinkKind
 from shared.models.jobs import Job
 from shared.models.manifests import Manifest, ManifestCategory, ManifestStatus
 
@@ -182,6 +183,7 @@ class JobView(BaseModel):
     counters: dict[str, int]
     failures: list[dict[str, str]]
     ambiguous_faces: list[dict[str, str | float]]
+    face_grouping_mode: str | None
     error: str | None
     attempts: int
     requeues: int
@@ -194,4 +196,40 @@ class JobView(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobView:
-        return cls.model_validate(job.model_dump(mode="json", exclude={"owner_id", "lease_until"}))
+        return cls.model_validate(
+            job.model_dump(mode="json", exclude={"owner_id", "lease_until", "face_grouping"})
+        )
+
+
+class FaceLinkView(BaseModel):
+    id: str
+    asset_a: str
+    asset_b: str
+    kind: FaceLinkKind
+    created_at: datetime
+
+
+class FaceLinkList(BaseModel):
+    items: list[FaceLinkView]
+
+
+class FaceLinkResult(BaseModel):
+    link: FaceLinkView
+    face_groups: dict[str, str | None]
+    """The face group of each of the two assets once regrouped (unchanged before the
+    manifest's first processing run, which then honours the link)."""
+
+
+class FaceReviewPair(BaseModel):
+    """Two faces a run found nearly alike and kept apart: post a link to resolve it."""
+
+    asset_a: AssetView
+    asset_b: AssetView
+    similarity: float
+    job_id: str
+    found_at: datetime
+
+
+class FaceReview(BaseModel):
+    items: list[FaceReviewPair]
+    """Newest run first, most alike first within a run."""

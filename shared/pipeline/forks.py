@@ -395,6 +395,12 @@ class ForkService:
             "parent_manifest_id": base.id, "processing_cost_usd": 0.0, "is_deleted": False,
             "deleted_at": None, "created_at": now, "updated_at": now,
         }, deep=True)  # fmt: skip
+        # The person's face links come along, less those of assets removed or shown anew.
+        gone = removed | replaced
+        gone |= {a.id for a in snapshot.assets if a.source_asset_id in gone}
+        manifest.face_links = [
+            link for link in base.face_links if not {link.asset_a, link.asset_b} & gone
+        ]
         assets: list[Asset] = []
         dropped, changed = 0, 0
         for asset in snapshot.assets:

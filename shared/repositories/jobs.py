@@ -52,14 +52,18 @@ class JobRepository:
         return found[0] if found else None
 
     def latest_for_manifest(self, manifest_id: str) -> Job | None:
+        found = self.recent_for_manifest(manifest_id, 1)
+        return found[0] if found else None
+
+    def recent_for_manifest(self, manifest_id: str, limit: int) -> list[Job]:
+        """The manifest's latest jobs, newest first."""
         q = (
             self._db.collection(JOBS)
             .where(filter=firestore.FieldFilter("manifest_id", "==", manifest_id))
             .order_by("created_at", direction=firestore.Query.DESCENDING)
-            .limit(1)
+            .limit(limit)
         )
-        found = [Job.model_validate(s.to_dict()) for s in q.stream(**grpc_call())]
-        return found[0] if found else None
+        return [Job.model_validate(s.to_dict()) for s in q.stream(**grpc_call())]
 
     def active(self, limit: int = 500) -> list[Job]:
         """Queued and running jobs, for the sweeper: few at any time, so one query."""

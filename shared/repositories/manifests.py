@@ -21,6 +21,7 @@ from shared.deadlines import grpc_call
 from shared.errors import ContentionRetriesExhausted, NotFound
 from shared.models.assets import Asset
 from shared.models.common import new_id, utcnow
+from shared.models.face_links import FaceGroupingState
 from shared.models.manifests import Manifest, ManifestListQuery, ManifestStatus
 from shared.repositories.documents import changed_fields, from_firestore, set_all, to_firestore
 from shared.repositories.revisions import (
@@ -164,15 +165,18 @@ class ManifestRepository:
 
     def end_job(
         self, manifest_id: str, job_id: str, cost_usd: float, status: ManifestStatus,
-        reason: str | None,
+        reason: str | None, *, face_grouping: FaceGroupingState | None = None,
     ) -> None:  # fmt: skip
-        """A job's end on its manifest: the status, and the job's cost added exactly once (the
-        bill document is created in the same write, and a repeat finds it)."""
+        """A job's end on its manifest: the status, the state its face grouping left, and the
+        job's cost added exactly once (the bill document is created in the same write, and a
+        repeat finds it)."""
         bill_ref = self._manifest_ref(manifest_id).collection("bills").document(job_id)
 
         def plan(manifest: Manifest) -> ManifestChange[None]:
             manifest.status = status
             manifest.status_reason = reason
+            if face_grouping is not None:
+                manifest.face_grouping = face_grouping
             bill = []
             if not bill_ref.get(**grpc_call()).exists:
                 manifest.processing_cost_usd = round(manifest.processing_cost_usd + cost_usd, 6)

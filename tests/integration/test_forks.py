@@ -206,6 +206,10 @@ def test_a_removed_asset_leaves_its_scenes_which_are_made_again(
     api: Api, tasks: Tasks, calls: Calls
 ) -> None:
     mid, assets = cast(api)
+    ada, ben, place = (assets[n]["id"] for n in ("Ada", "Ben", "Lighthouse"))
+    links = [{"id": "l1", "asset_a": ada, "asset_b": ben, "kind": "different"},
+             {"id": "l2", "asset_a": ada, "asset_b": place, "kind": "same"}]  # fmt: skip
+    firestore_client().collection("manifests").document(mid).update({"face_links": links})
     source = finished(api, tasks, manifest_id=mid)
     scenes = project(api, source)["scenes"]
     placing = [s["index"] for s in scenes if "CHAR_02" in s["asset_tags"]]
@@ -222,6 +226,10 @@ def test_a_removed_asset_leaves_its_scenes_which_are_made_again(
     assert len(calls.image) == 2 * len(placing) == len(remade)
     contexts = [r.prompt.partition("\nAs established — ")[2] for r in calls.image]
     assert all("CHAR_02" not in c for c in contexts), "the context is rebuilt without Ben"
+    # The person's face links come along, less those of the removed asset.
+    forked_manifest = project(api, forked["id"])["project"]["manifest_id"]
+    kept = api.ok("GET", f"/manifests/{forked_manifest}/face-links")["items"]
+    assert [(x["id"], x["asset_a"], x["asset_b"]) for x in kept] == [("l2", ada, place)]
 
 
 @pytest.mark.parametrize(

@@ -182,3 +182,42 @@ def test_grouping_with_contradicting_links_is_refused() -> None:
     links = [Link("a", "b", "same"), Link("b", "c", "same"), Link("a", "c", "different")]
     with pytest.raises(ConstraintConflict):
         assign_face_groups(assets, model=MODEL, threshold=0.5, ambiguous_margin=0.1, links=links)
+
+
+def _applied(assets: list[Asset], groups: dict[str, str]) -> list[Asset]:
+    return [a.model_copy(update={"face_group_id": groups.get(a.id)}) for a in assets]
+
+
+def test_a_manifest_is_matched_incrementally_only_while_its_last_grouping_holds() -> None:
+    from shared.manifesting.grouping import group_manifest_faces
+
+    assets, links = library(seed=7, count=120)
+    settings = {"model": MODEL, "threshold": THRESHOLD, "ambiguous_margin": MARGIN}
+    first = group_manifest_faces(assets[:100], **settings, links=links, last_digest=None)
+    assert not first.incremental
+    grouped = _applied(assets[:100], first.assignment.groups)
+
+    more = group_manifest_faces(
+        grouped + assets[100:], **settings, links=links, last_digest=first.digest
+    )
+    assert more.incremental
+    full = assign_face_groups(grouped + assets[100:], **settings, links=links)
+    assert more.assignment.groups == full.groups
+
+    # A face gone, a face embedded anew, a link gone, another threshold: every face again.
+    moved = grouped[1].model_copy(
+        update={
+            "face_embedding": FaceEmbedding(model=MODEL, vector=grouped[0].face_embedding.vector)
+        }  # type: ignore[union-attr]
+    )
+    for changed, changed_links, threshold in [
+        (grouped[1:], links, THRESHOLD),
+        ([grouped[0], moved, *grouped[2:]], links, THRESHOLD),
+        (grouped, links[1:], THRESHOLD),
+        (grouped, links, THRESHOLD + 0.01),
+    ]:
+        again = group_manifest_faces(
+            changed, model=MODEL, threshold=threshold, ambiguous_margin=MARGIN,
+            links=changed_links, last_digest=first.digest,
+        )  # fmt: skip
+        assert not again.incremental
